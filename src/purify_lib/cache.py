@@ -1,0 +1,106 @@
+"""One cache for trained weights and other expensive results.
+
+Entries live under ``PURIFY_CACHE`` (default ``~/.cache/purify/cache``), named by a hash of everything that
+produced them: the caller's key (data, profile, hyper-parameters, seed) plus, for models, the architecture
+as printed by PyTorch. Writes are atomic (a temporary file, then ``os.replace``); reads use
+``torch.load(..., weights_only=True)``; a truncated or corrupted file gives a warning and a recompute,
+never a crash. A rerun therefore never retrains what it already has.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    """The cache folder (``PURIFY_CACHE``, else ``~/.cache/purify/cache``), created if missing."""
+    path = Path(os.environ.get("PURIFY_CACHE") or Path.home() / ".cache" / "purify" / "cache").expanduser()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def key_hash(key: Mapping[str, Any]) -> str:
+    """A stable hex digest of a JSON-able key (non-JSON values are written with ``str``)."""
+    text = json.dumps({"cache_version": CACHE_VERSION, **key}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def path_for(name: str, key: Mapping[str, Any]) -> Path:
+    """Where the entry ``name`` with ``key`` lives."""
+    if not name or any(c in name for c in "/\\"):
+        raise ValueError(f"name: expected a plain file-name stem, got {name!r}")
+    return cache_dir() / f"{name}-{key_hash(key)}.pt"
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_or_compute(name: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
+    """Return the cached result for ``(name, key)``, or ``compute()`` it and store it.
+
+    The result must be loadable with ``weights_only=True``: tensors, numbers, strings, and lists, tuples
+    and dicts of them.
+    """
+    path = path_for(name, key)
+    if path.exists():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)["value"]
+        except Exception as err:  # truncated, corrupted or foreign file: recompute, never crash
+            warnings.warn(f"cache entry {path} could not be read ({type(err).__name__}: {err}); recomputing",
+                          stacklevel=2)
+    value = compute()
+    _atomic_save({"key": json.dumps(dict(key), sort_keys=True, default=str), "value": value}, path)
+    return value
+
+
+def load_or_train(
+    model: nn.Module,
+    train: Callable[[nn.Module], Any],
+    key: Mapping[str, Any],
+    name: str | None = None,
+) -> tuple[nn.Module, Any]:
+    """Load ``model``'s weights from the cache, or train it with ``train(model)`` and store them.
+
+    Args:
+        model: a freshly built module (its architecture is part of the key).
+        train: trains ``model`` in place; whatever it returns (a history dict, say) is cached beside the
+            weights and handed back on later loads.
+        key: everything else that produced the weights (dataset, profile, hyper-parameters, seed).
+        name: the file-name stem (default: the model's class name).
+
+    Returns:
+        ``(model, extra)``: the trained model in eval mode, on the device it was given on, and the value
+        ``train`` returned.
+    """
+    full_key = {**key, "architecture": str(model)}
+    device = next(model.parameters()).device
+
+    def compute() -> dict:
+        extra = train(model)
+        return {"state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "extra": extra}
+
+    entry = load_or_compute(name or type(model).__name__, full_key, compute)
+    model.load_state_dict(entry["state_dict"])
+    model.to(device).eval()
+    return model, entry["extra"]

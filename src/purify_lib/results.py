@@ -1,0 +1,150 @@
+"""The results contract: every number a chapter reports comes from one tidy table.
+
+A run writes ``results/<profile>/<chapter>.csv`` with the columns of :data:`COLUMNS` and, beside it,
+``<chapter>.provenance.json`` (profile, device, torch version, git commit, date, seconds). Published numbers,
+typed from the papers, live in ``book/published/<chapter>.csv`` (the same columns, ``n`` replaced by
+``source``) and are always labelled "published".
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .profiles import Profile, get_device
+
+COLUMNS = ("chapter", "table", "dataset", "classifier", "defense", "attack", "threat", "eps", "metric",
+           "value", "n")
+THREATS = ("none", "oblivious", "whitebox", "bpda", "eot", "blackbox", "adaptive")
+KEY = ("table", "dataset", "classifier", "defense", "attack", "threat", "eps", "metric")
+
+
+def repo_root() -> Path:
+    """The repository root: the nearest folder upwards holding ``_toc.yml`` (else the working folder)."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "_toc.yml").is_file() and (folder / "pyproject.toml").is_file():
+            return folder
+    return here
+
+
+def results_root() -> Path:
+    """``PURIFY_RESULTS`` if set, else ``<repo root>/results``."""
+    return Path(os.environ.get("PURIFY_RESULTS") or repo_root() / "results")
+
+
+def git_commit() -> str:
+    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        root = repo_root()
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name() -> str:
+    """A human name for the compute device (GPU model, or the CPU and its core count)."""
+    dev = get_device()
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
+           f"{torch.get_num_threads()} threads)"
+
+
+class Results:
+    """Collects a chapter's rows and writes them with provenance."""
+
+    def __init__(self, chapter: str, profile: Profile) -> None:
+        self.chapter = chapter
+        self.profile = profile
+        self.rows: list[dict[str, Any]] = []
+        self._start = time.perf_counter()
+
+    def add(self, table: str, dataset: str, classifier: str, defense: str, attack: str, threat: str,
+            eps: float, metric: str, value: float, n: int) -> None:
+        """Record one number. ``threat`` must be one of :data:`THREATS`."""
+        if threat not in THREATS:
+            raise ValueError(f"threat: expected one of {', '.join(THREATS)}, got {threat!r}")
+        if not isinstance(value, (int, float)) or math.isnan(float(value)):
+            raise ValueError(f"value: expected a number, got {value!r}")
+        self.rows.append(dict(chapter=self.chapter, table=table, dataset=dataset, classifier=classifier,
+                              defense=defense, attack=attack, threat=threat, eps=float(eps), metric=metric,
+                              value=float(value), n=int(n)))
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        """All rows so far as a DataFrame with :data:`COLUMNS`."""
+        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+
+    def save(self) -> Path:
+        """Write the CSV and its provenance under ``results/<profile>/``; return the CSV path."""
+        folder = results_root() / self.profile.name
+        folder.mkdir(parents=True, exist_ok=True)
+        csv = folder / f"{self.chapter}.csv"
+        self.frame.to_csv(csv, index=False, float_format="%.6g")
+        provenance = dict(chapter=self.chapter, profile=self.profile.name, device=device_name(),
+                          torch=torch.__version__, commit=git_commit(),
+                          date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                          seconds=round(time.perf_counter() - self._start, 1), rows=len(self.rows),
+                          settings=self.profile.as_dict())
+        (folder / f"{self.chapter}.provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        return csv
+
+
+def load(chapter: str, profile: str) -> tuple[pd.DataFrame, dict] | None:
+    """A committed run's table and provenance, or ``None`` if that run is not there."""
+    folder = results_root() / profile
+    csv, prov = folder / f"{chapter}.csv", folder / f"{chapter}.provenance.json"
+    if not csv.is_file():
+        return None
+    return pd.read_csv(csv), json.loads(prov.read_text()) if prov.is_file() else {}
+
+
+def published(chapter: str) -> pd.DataFrame:
+    """The numbers typed from the paper for ``chapter`` (``book/published/<chapter>.csv``)."""
+    return pd.read_csv(repo_root() / "book" / "published" / f"{chapter}.csv")
+
+
+def side_by_side(ours: pd.DataFrame, chapter: str, table: str, committed: str | None = None) -> pd.DataFrame:
+    """One table's published numbers beside ours (this run) and ours (a committed run), joined on the key.
+
+    Args:
+        ours: this run's rows (``Results.frame``).
+        chapter: the chapter name (selects ``book/published/<chapter>.csv``).
+        table: the table label shared by the published and our rows.
+        committed: a profile whose committed results (``results/<profile>/``) to add as a column.
+
+    Returns:
+        One row per key with columns ``published``, ``ours`` and, if asked, ``ours (<profile>)``, plus
+        ``ours − published`` in points where both exist. Missing entries are NaN: nothing is filled in.
+    """
+    def keyed(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+        frame = frame[frame["table"] == table].copy()
+        frame["eps"] = frame["eps"].astype(float).round(6)
+        return frame[list(KEY) + ["value"]].rename(columns={"value": column})
+
+    pub = published(chapter)
+    merged = keyed(pub, "published").merge(keyed(ours, "ours"), on=list(KEY), how="outer")
+    if committed:
+        found = load(chapter, committed)
+        label = f"ours ({committed})"
+        if found is not None:
+            merged = merged.merge(keyed(found[0], label), on=list(KEY), how="left")
+        else:
+            merged[label] = float("nan")
+    merged["ours − published"] = merged["ours"] - merged["published"]
+    varying = [k for k in KEY if k != "table" and merged[k].nunique(dropna=False) > 1]
+    return merged[varying + [c for c in merged.columns if c not in KEY]].reset_index(drop=True)
