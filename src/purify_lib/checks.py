@@ -11,6 +11,32 @@ import torch
 from torch import Tensor
 
 
+def check_image_shape(
+    x: object,
+    name: str = "x",
+    channels: int | Sequence[int] | None = None,
+    size: tuple[int, int] | None = None,
+) -> Tensor:
+    """The cheap part of :func:`check_images`: type, rank, dtype, channels and size, not the values.
+
+    Fast enough for a model's ``forward``; returns ``x`` unchanged.
+    """
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor of images, got {type(x).__name__}")
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected a 4-D N×C×H×W tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"{name}: expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
+    if channels is not None:
+        allowed = (channels,) if isinstance(channels, int) else tuple(channels)
+        if x.shape[1] not in allowed:
+            raise ValueError(f"{name}: expected {' or '.join(map(str, allowed))} channels, got {x.shape[1]} "
+                             f"(shape {tuple(x.shape)}; images must be N×C×H×W)")
+    if size is not None and tuple(x.shape[2:]) != tuple(size):
+        raise ValueError(f"{name}: expected images of size {size[0]}×{size[1]}, got {x.shape[2]}×{x.shape[3]}")
+    return x
+
+
 def check_images(
     x: object,
     name: str = "x",
@@ -28,19 +54,7 @@ def check_images(
     Returns:
         ``x`` unchanged, so the call can be used inline.
     """
-    if not isinstance(x, Tensor):
-        raise ValueError(f"{name}: expected a torch.Tensor of images, got {type(x).__name__}")
-    if x.ndim != 4:
-        raise ValueError(f"{name}: expected a 4-D N×C×H×W tensor, got shape {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"{name}: expected a floating-point tensor in [0, 1], got dtype {x.dtype}")
-    if channels is not None:
-        allowed = (channels,) if isinstance(channels, int) else tuple(channels)
-        if x.shape[1] not in allowed:
-            raise ValueError(f"{name}: expected {' or '.join(map(str, allowed))} channels, got {x.shape[1]} "
-                             f"(shape {tuple(x.shape)}; images must be N×C×H×W)")
-    if size is not None and tuple(x.shape[2:]) != tuple(size):
-        raise ValueError(f"{name}: expected images of size {size[0]}×{size[1]}, got {x.shape[2]}×{x.shape[3]}")
+    check_image_shape(x, name, channels, size)
     if x.numel() and not torch.isfinite(x).all():
         raise ValueError(f"{name}: contains NaN or inf")
     if x.numel():
