@@ -28,7 +28,8 @@ Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 OPTIMIZERS = ("adam", "sgd")
 
 
-def _device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (the CPU for a model without parameters)."""
     param = next(model.parameters(), None)
     return param.device if param is not None else torch.device("cpu")
 
@@ -41,7 +42,7 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     """
     check_images(x)
     check_positive(batch_size, "batch_size")
-    device, was_training = _device(model), model.training
+    device, was_training = model_device(model), model.training
     model.eval()
     try:
         with torch.no_grad():
@@ -151,7 +152,7 @@ def fit(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
 
-    device = _device(model)
+    device = model_device(model)
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
