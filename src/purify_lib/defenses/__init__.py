@@ -1,0 +1,1 @@
+"""GAN-based purifiers and defenses, one module per paper."""

@@ -1,0 +1,251 @@
+"""APE-GAN (Shen et al., 2017, "AE-GAN: adversarial eliminating with GAN"): purify, then classify.
+
+A generator ``G`` is trained to map FGSM examples back to their clean originals while a discriminator ``D``
+tells ``G``'s outputs from clean images. At test time ``G`` is put in front of an unchanged classifier:
+``classifier(G(x))``. The training pairs are FGSM examples crafted **once** on the training set against
+the target classifier.
+
+What the paper's text says and this module does:
+
+* ``G``: two 3×3 convolutions with 64 maps, then two deconvolutions, ReLU in between. The text gives no
+  strides, deconvolution kernels or normalisation; like the authors' public code (DCGAN style) we use
+  stride 2 and batch norm, and 3×3 deconvolutions too, so 28×28 → 14×14 → 7×7 → 14×14 → 28×28. The last layer ends in a **sigmoid**, because the book's images
+  live in [0, 1]: the common PyTorch port ends in ``tanh`` (range [-1, 1]) while feeding [0, 1] images,
+  so half of its output range can never match a clean image.
+* ``D``: two 3×3 strided convolutions (32 and 64 maps: the text leaves the count and width open, and a
+  small ``D`` keeps CPU training cheap), two dense layers and a sigmoid. ``D`` returns the logit; the sigmoid
+  sits inside the numerically stable ``binary_cross_entropy_with_logits`` (the same function).
+* Loss (Eq. 10): ``l_ae = ξ1·MSE + ξ2·adversarial + ξ3·TV`` with ``ξ = (0.1, 0.45, 0.45)``; the adversarial
+  term is the non-saturating ``−log D(G(x_adv))`` (Eq. 12) and TV the mean per-pixel gradient norm
+  (Eq. 13). No public APE-GAN code has the TV term (the official code uses 0.9·RMSE + 0.02·adversarial,
+  the PyTorch port 0.7·MSE + 0.3·BCE); we implement the text.
+* Two generator updates per discriminator update, on the same batch; Adam, learning rate 2e-4, β1 0.5,
+  batch 64; 2 epochs on MNIST and 10 on CIFAR-10 and GTSRB at the ``paper`` profile.
+
+The paper's FGSM ε is "15" (MNIST) and "5" (CIFAR-10, GTSRB) without a scale; read as 0–255 units that is
+:data:`EPS_PAPER`. The PyTorch port used :data:`EPS_PORT` instead. Chapters pass ε explicitly and log it.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .. import cache
+from ..attacks import fgsm
+from ..checks import check_image_shape, check_images, check_labels, check_positive
+from ..profiles import get_device, seed_everything
+
+EPS_PAPER: dict[str, float] = {"mnist": 15 / 255, "cifar10": 5 / 255, "gtsrb": 5 / 255}
+"""The paper's FGSM ε ("15" and "5") read as 0–255 units, on the [0, 1] scale."""
+EPS_PORT: dict[str, float] = {"mnist": 0.15, "cifar10": 0.01}
+"""The ε the common PyTorch port (owruby/APE-GAN) trains with, on the [0, 1] scale."""
+PAPER_WEIGHTS: tuple[float, float, float] = (0.1, 0.45, 0.45)
+"""ξ1 (MSE), ξ2 (adversarial), ξ3 (total variation) from Section 4.2.1 of the paper."""
+
+
+class APEGAN(nn.Module):
+    """The APE-GAN generator, i.e. the purifier: images in [0, 1] → images in [0, 1] of the same shape.
+
+    Args:
+        channels: image channels (1 for MNIST, 3 for CIFAR-10 and GTSRB).
+        width: feature maps of the two convolutions (64 in the paper).
+
+    Height and width must be multiples of 4 (28 and 32 are).
+    """
+
+    def __init__(self, channels: int = 1, width: int = 64) -> None:
+        super().__init__()
+        self.channels = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.ConvTranspose2d(width, channels, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid(),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_image_shape(x, "x", channels=self.channels)
+        if x.shape[2] % 4 or x.shape[3] % 4:
+            raise ValueError(f"x: expected height and width divisible by 4, got {x.shape[2]}×{x.shape[3]}")
+        return self.net(x)
+
+
+class Discriminator(nn.Module):
+    """APE-GAN's discriminator: strided 3×3 convolutions, two dense layers; returns the logit of "clean"."""
+
+    def __init__(self, channels: int = 1, size: int = 28, width: int = 32, hidden: int = 128) -> None:
+        super().__init__()
+        self.channels, self.size = channels, size
+        s = (size + 3) // 4
+        self.net = nn.Sequential(
+            nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.LeakyReLU(0.2),
+            nn.Flatten(), nn.Linear(2 * width * s * s, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_image_shape(x, "x", channels=self.channels, size=(self.size, self.size))
+        return self.net(x).squeeze(1)
+
+
+def total_variation(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """Mean per-pixel gradient norm (Eq. 13): ``mean sqrt(dx² + dy² + eps)`` over N, C, H, W.
+
+    ``dx[i, j] = x[i, j+1] − x[i, j]`` and ``dy[i, j] = x[i+1, j] − x[i, j]`` (forward differences), set to
+    0 past the last column / row. ``eps`` keeps the gradient finite where the image is flat.
+    """
+    check_image_shape(x, "x")
+    dx = F.pad(x[..., :, 1:] - x[..., :, :-1], (0, 1, 0, 0))
+    dy = F.pad(x[..., 1:, :] - x[..., :-1, :], (0, 0, 0, 1))
+    return torch.sqrt(dx ** 2 + dy ** 2 + eps).mean()
+
+
+def generator_losses(purified: Tensor, clean: Tensor, d_logits: Tensor,
+                     weights: Sequence[float] = PAPER_WEIGHTS) -> dict[str, Tensor]:
+    """The terms of ``l_ae`` (Eq. 10): ``mse``, ``adv`` (−log D(G(x_adv)), mean), ``tv`` and their ``total``."""
+    mse = F.mse_loss(purified, clean)
+    adv = F.binary_cross_entropy_with_logits(d_logits, torch.ones_like(d_logits))
+    tv = total_variation(purified)
+    w1, w2, w3 = weights
+    return {"total": w1 * mse + w2 * adv + w3 * tv, "mse": mse, "adv": adv, "tv": tv}
+
+
+def train_apegan(
+    generator: APEGAN,
+    discriminator: Discriminator,
+    x_clean: Tensor,
+    x_adv: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    weights: Sequence[float] = PAPER_WEIGHTS,
+    g_steps: int = 2,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train ``generator`` and ``discriminator`` in place on pairs ``(x_adv[i], x_clean[i])``.
+
+    Each batch: one discriminator step (clean images vs ``G(x_adv)``), then ``g_steps`` generator steps on
+    ``l_ae``. Adam with ``betas=(0.5, 0.999)``.
+
+    Returns:
+        A history dict: per-generator-step lists ``g_loss``, ``mse``, ``adv``, ``tv``; per-discriminator-step
+        list ``d_loss``; the counts ``g_updates`` and ``d_updates``; and ``seconds``.
+    """
+    check_images(x_clean, "x_clean", channels=generator.channels)
+    check_images(x_adv, "x_adv", channels=generator.channels)
+    if x_clean.shape != x_adv.shape:
+        raise ValueError(f"x_adv: expected the shape of x_clean {tuple(x_clean.shape)}, got {tuple(x_adv.shape)}")
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("g_steps", g_steps)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    check_positive(lr, "lr")
+    if len(weights) != 3:
+        raise ValueError(f"weights: expected three numbers (ξ1, ξ2, ξ3), got {weights!r}")
+    for i, w in enumerate(weights, 1):
+        check_positive(w, f"weights[ξ{i}]", allow_zero=True)
+
+    device = next(generator.parameters()).device
+    discriminator.to(device)
+    gen = seed_everything(seed)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+    history: dict[str, Any] = {k: [] for k in ("g_loss", "mse", "adv", "tv", "d_loss")}
+    history.update(g_updates=0, d_updates=0)
+    generator.train()
+    discriminator.train()
+    start = time.perf_counter()
+    n = len(x_clean)
+    steps = epochs * -(-n // batch_size)
+    with tqdm(total=steps, desc="APE-GAN", leave=False) as bar:
+        for _ in range(epochs):
+            for idx in torch.randperm(n, generator=gen).split(batch_size):
+                clean, adv = x_clean[idx].to(device), x_adv[idx].to(device)
+                with torch.no_grad():
+                    fake = generator(adv)
+                real_logits, fake_logits = discriminator(clean), discriminator(fake)
+                d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                          + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                history["d_loss"].append(d_loss.item())
+                history["d_updates"] += 1
+                for _ in range(g_steps):
+                    purified = generator(adv)
+                    losses = generator_losses(purified, clean, discriminator(purified), weights)
+                    opt_g.zero_grad(set_to_none=True)
+                    losses["total"].backward()
+                    opt_g.step()
+                    history["g_loss"].append(losses["total"].item())
+                    for k in ("mse", "adv", "tv"):
+                        history[k].append(losses[k].item())
+                    history["g_updates"] += 1
+                bar.update()
+                bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{losses['total'].item():.3f}")
+    generator.eval()
+    discriminator.eval()
+    history["seconds"] = time.perf_counter() - start
+    return history
+
+
+def fgsm_pairs(classifier: nn.Module, x: Tensor, y: Tensor, eps: float, *, key: Mapping[str, Any],
+               batch_size: int = 500) -> Tensor:
+    """FGSM examples of ``x`` against ``classifier``, crafted once and cached under ``key`` (+ ``eps``).
+
+    ``key`` must name everything that produced ``classifier`` and ``x`` (dataset, n, profile, seed ...).
+    """
+    check_images(x, "x")
+    check_labels(y, len(x), "y")
+    check_positive(eps, "eps")
+    device = next(classifier.parameters()).device
+
+    def compute() -> Tensor:
+        parts = [fgsm(classifier, xb.to(device), yb.to(device), eps=eps).cpu()
+                 for xb, yb in tqdm(list(zip(x.split(batch_size), y.split(batch_size))),
+                                    desc="FGSM pairs", leave=False)]
+        return torch.cat(parts)
+
+    return cache.load_or_compute("apegan-fgsm-pairs", {**key, "eps": eps, "n": len(x)}, compute)
+
+
+def load_or_train_apegan(
+    x_clean: Tensor,
+    x_adv: Tensor,
+    *,
+    key: Mapping[str, Any],
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    weights: Sequence[float] = PAPER_WEIGHTS,
+    g_steps: int = 2,
+    seed: int = 0,
+) -> tuple[APEGAN, dict[str, Any]]:
+    """Build an APE-GAN for ``x_clean``'s shape and train it (or load it from the cache).
+
+    ``key`` names the data (dataset, classifier, ε, profile, seed ...); the hyper-parameters are added.
+
+    Returns:
+        ``(generator, history)``: the trained purifier in eval mode on :func:`get_device`, and the history
+        of :func:`train_apegan`.
+    """
+    check_image_shape(x_clean, "x_clean")
+    channels, size = x_clean.shape[1], x_clean.shape[2]
+    torch.manual_seed(seed)
+    pair = nn.ModuleDict({"g": APEGAN(channels), "d": Discriminator(channels, size)}).to(get_device())
+    full_key = {**key, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weights": list(weights),
+                "g_steps": g_steps, "seed": seed, "n": len(x_clean)}
+    pair, history = cache.load_or_train(
+        pair, lambda m: train_apegan(m["g"], m["d"], x_clean, x_adv, epochs=epochs, batch_size=batch_size,
+                                     lr=lr, weights=weights, g_steps=g_steps, seed=seed),
+        full_key, name="apegan")
+    generator = pair["g"]
+    generator.eval()
+    return generator, history
