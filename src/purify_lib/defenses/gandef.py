@@ -1,0 +1,389 @@
+"""GanDef (Liu, Khalil & Khreishah, 2019): adversarial training as a game between a classifier and a
+discriminator that reads the classifier's logits.
+
+The classifier ``C`` maps images to pre-softmax logits ``z``; the discriminator ``D`` sees only ``z`` and
+guesses whether the input was clean (``s = 0``) or adversarial (``s = 1``). ``D`` minimises its binary
+cross-entropy; ``C`` minimises cross-entropy on clean and PGD examples **minus** γ times ``D``'s loss, so it
+is rewarded for logits that hide where the input came from (the paper's minimax game, section 3.1).
+
+What the text says and this module does:
+
+* ``D``: the paper gives no architecture. The authors' related ZK-GanDef code uses a small MLP on the logits,
+  32 → 64 → 1; we use that, with ReLU, returning the logit of "adversarial" (its sigmoid is the probability).
+* Classifier loss: ``(CE(z_clean) + CE(z_adv)) / 2 − γ·BCE_D`` (the ZK-GanDef form of the paper's
+  ``E[−log q_C] − γ·E[−log q_D]``). **V1** (section 3.1) takes ``BCE_D`` over clean and adversarial logits;
+  **V2** (section 3.3, the paper's standard) only over the adversarial ones, which the paper found far more
+  stable. ``D`` itself is always trained on both.
+* Algorithm 1 alternates discriminator and classifier updates; we do one of each per batch, on the same
+  batch (the paper samples a fresh batch for each; sharing it halves the PGD cost). ``D`` learns 10× faster
+  than ``C`` (ZK-GanDef; the paper gives no rates). Both use Adam.
+* Training data: every batch's clean images plus PGD examples crafted on the fly against the current
+  classifier (the paper's "PGD-1" examples).
+
+**GanDef-Comb** (section 4.3) uses ``D`` as a rejector: an input whose ``D`` probability is at least a
+threshold (0.5 in the paper) is rejected. The paper's metric counts a clean input as correct only if it is
+classified correctly **and** not rejected, and an adversarial input if it is classified correctly **or**
+rejected. It is not comparable with plain accuracy (a rejector that rejects everything scores 100% on
+adversarial inputs), so it is always reported beside it: :func:`comb_summary`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ..attacks import pgd
+from ..checks import check_images, check_labels, check_positive
+from ..profiles import seed_everything
+from ..train import accuracy, model_device
+
+VARIANTS = ("v1", "v2")
+Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
+
+__all__ = ["VARIANTS", "WarmupPGD", "LogitDiscriminator", "GanDef", "classifier_loss", "train_gandef", "scores",
+           "comb_summary", "threshold_sweep", "overall_accuracy", "crossover", "detector_aware_loss",
+           "adaptive_attack"]
+
+
+class WarmupPGD:
+    """A training adversary: :func:`purify_lib.attacks.pgd` whose ``eps`` and ``alpha`` grow linearly from
+    ``1/warmup`` of their values to the full values over the first ``warmup`` calls (batches).
+
+    Starting adversarial training at the full ε = 0.3 on MNIST can leave a freshly initialised network stuck
+    at chance for a long time (the loss on PGD examples carries no usable signal at first); a short ramp
+    avoids that. Use a fresh instance per training run (it counts its calls).
+    """
+
+    def __init__(self, eps: float, alpha: float, steps: int, warmup: int = 0, random_start: bool = True) -> None:
+        self.eps, self.alpha = check_positive(eps, "eps"), check_positive(alpha, "alpha")
+        self.steps, self.warmup, self.random_start = int(steps), int(warmup), random_start
+        if self.steps < 1 or self.warmup < 0:
+            raise ValueError(f"steps ≥ 1 and warmup ≥ 0 expected, got steps={steps!r}, warmup={warmup!r}")
+        self.calls = 0
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        self.calls += 1
+        scale = min(1.0, self.calls / self.warmup) if self.warmup else 1.0
+        return pgd(model, x, y, eps=self.eps * scale, alpha=self.alpha * scale, steps=self.steps,
+                   random_start=self.random_start)
+
+    def __repr__(self) -> str:
+        return (f"WarmupPGD(eps={self.eps}, alpha={self.alpha}, steps={self.steps}, warmup={self.warmup}, "
+                f"random_start={self.random_start})")
+
+
+class LogitDiscriminator(nn.Module):
+    """``D``: logits (N×K) → the logit of "this input was adversarial" (N); an MLP K → 32 → 64 → 1."""
+
+    def __init__(self, num_classes: int = 10, hidden: tuple[int, int] = (32, 64)) -> None:
+        super().__init__()
+        self.num_classes = int(check_positive(num_classes, "num_classes"))
+        self.net = nn.Sequential(nn.Linear(num_classes, hidden[0]), nn.ReLU(),
+                                 nn.Linear(hidden[0], hidden[1]), nn.ReLU(), nn.Linear(hidden[1], 1))
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.ndim != 2 or z.shape[1] != self.num_classes:
+            raise ValueError(f"z: expected N×{self.num_classes} logits, got shape {tuple(z.shape)}")
+        return self.net(z).squeeze(1)
+
+
+class GanDef(nn.Module):
+    """Classifier and discriminator together; ``forward(x) -> (logits, discriminator logit)``.
+
+    The tuple output is what a detector-aware attack needs (``attacks.pgd(..., loss_fn=...)``); the
+    classifier alone is ``.classifier``.
+    """
+
+    def __init__(self, classifier: nn.Module, discriminator: LogitDiscriminator) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.discriminator = discriminator
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        logits = self.classifier(x)
+        return logits, self.discriminator(logits)
+
+
+def _check_variant(variant: str) -> str:
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
+    return variant
+
+
+def discriminator_loss(d_clean: Tensor, d_adv: Tensor) -> Tensor:
+    """``D``'s binary cross-entropy: clean logits are labelled 0, adversarial ones 1 (mean over both)."""
+    scores_ = torch.cat([d_clean, d_adv])
+    labels = torch.cat([torch.zeros_like(d_clean), torch.ones_like(d_adv)])
+    return F.binary_cross_entropy_with_logits(scores_, labels)
+
+
+def classifier_loss(z_clean: Tensor, z_adv: Tensor, y: Tensor, d_clean: Tensor, d_adv: Tensor, *,
+                    gamma: float, variant: str = "v2") -> tuple[Tensor, Tensor]:
+    """The classifier's loss ``(CE(z_clean) + CE(z_adv)) / 2 − γ·penalty`` and the penalty itself.
+
+    The penalty is ``D``'s cross-entropy on both kinds of logits (``"v1"``) or on the adversarial logits
+    only (``"v2"``: ``−log D(z_adv)``). Subtracting it rewards logits that fool ``D``.
+    """
+    _check_variant(variant)
+    check_positive(gamma, "gamma", allow_zero=True)
+    ce = (F.cross_entropy(z_clean, y) + F.cross_entropy(z_adv, y)) / 2
+    if variant == "v1":
+        penalty = discriminator_loss(d_clean, d_adv)
+    else:
+        penalty = F.binary_cross_entropy_with_logits(d_adv, torch.ones_like(d_adv))
+    return ce - gamma * penalty, penalty
+
+
+def train_gandef(
+    classifier: nn.Module,
+    discriminator: LogitDiscriminator,
+    x: Tensor,
+    y: Tensor,
+    *,
+    variant: str = "v2",
+    gamma: float,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    adversary: Adversary,
+    val: tuple[Tensor, Tensor] | None = None,
+    seed: int = 0,
+    discriminator_lr_factor: float = 10.0,
+    desc: str = "GanDef",
+) -> dict[str, list[float]]:
+    """Train classifier and discriminator in place with the GanDef game; leave both in eval mode.
+
+    Args:
+        classifier: returns logits; trained on the device it sits on.
+        discriminator: a :class:`LogitDiscriminator` (moved to the classifier's device).
+        x, y: training images and labels.
+        variant: ``"v1"`` (penalty on all logits) or ``"v2"`` (adversarial logits only; the paper's standard).
+        gamma: the trade-off γ (0 gives plain 50/50 adversarial training).
+        epochs, batch_size, lr: the classifier's; the discriminator's rate is ``discriminator_lr_factor × lr``.
+        adversary: ``adversary(classifier, xb, yb) -> xb_adv``, called on every batch against the current
+            classifier (as in :func:`purify_lib.train.fit`), e.g. ``functools.partial(attacks.pgd, eps=0.3,
+            alpha=0.01, steps=40)`` or a :class:`WarmupPGD`.
+        val: ``(x_val, y_val)``: clean classifier accuracy on it after each epoch (the paper's fig. 2 plots
+            test accuracy per epoch; we never look at test data during training).
+        seed: seeds shuffling, initial random starts and everything else random.
+
+    Returns:
+        Per-epoch float lists: ``loss`` (classifier), ``penalty`` (``D``'s cross-entropy seen by the classifier),
+        ``disc_loss``, ``disc_acc`` (``D``'s accuracy on the training batches), ``train_acc`` and ``adv_acc``
+        (classifier on the clean and PGD batches), ``val_acc`` (empty without ``val``), ``seconds``.
+    """
+    _check_variant(variant)
+    check_images(x)
+    check_labels(y, len(x))
+    if len(x) == 0:
+        raise ValueError("x: expected at least one training image, got 0")
+    check_positive(gamma, "gamma", allow_zero=True)
+    epochs, batch_size = int(check_positive(epochs, "epochs")), int(check_positive(batch_size, "batch_size"))
+    check_positive(lr, "lr")
+    check_positive(discriminator_lr_factor, "discriminator_lr_factor")
+    if not callable(adversary):
+        raise ValueError(f"adversary: expected a callable (model, x, y) -> x_adv, got {adversary!r}")
+    if val is not None:
+        check_images(val[0], "val[0]")
+        check_labels(val[1], len(val[0]), "val[1]")
+
+    device = model_device(classifier)
+    discriminator.to(device)
+    opt_c = torch.optim.Adam(classifier.parameters(), lr=lr)
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr * discriminator_lr_factor)
+    generator = seed_everything(seed)
+    keys = ("loss", "penalty", "disc_loss", "disc_acc", "train_acc", "adv_acc")
+    history: dict[str, list[float]] = {k: [] for k in (*keys, "val_acc", "seconds")}
+
+    for epoch in range(epochs):
+        start = time.perf_counter()
+        totals = dict.fromkeys(keys, 0.0)
+        seen = 0
+        order = torch.randperm(len(x), generator=generator)
+        bar = tqdm(range(0, len(x), batch_size), desc=f"{desc} {variant} {epoch + 1}/{epochs}", leave=False)
+        for i in bar:
+            idx = order[i:i + batch_size]
+            xb, yb = x[idx].to(device), y[idx].to(device)
+            xb_adv = adversary(classifier, xb, yb).detach()
+            classifier.train()
+            discriminator.train()
+            z = classifier(torch.cat([xb, xb_adv]))
+            z_clean, z_adv = z[:len(xb)], z[len(xb):]
+
+            # 1. the discriminator's step, on logits it cannot change
+            d_loss = discriminator_loss(discriminator(z_clean.detach()), discriminator(z_adv.detach()))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+
+            # 2. the classifier's step against the updated discriminator (D's weights are not stepped)
+            d_clean, d_adv = discriminator(z_clean), discriminator(z_adv)
+            loss, penalty = classifier_loss(z_clean, z_adv, yb, d_clean, d_adv, gamma=gamma, variant=variant)
+            opt_c.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_c.step()
+
+            n = len(idx)
+            seen += n
+            with torch.no_grad():
+                disc_correct = ((d_clean < 0).sum() + (d_adv >= 0).sum()).item() / 2
+            for k, v in zip(keys, (loss.item() * n, penalty.item() * n, d_loss.item() * n, disc_correct,
+                                   (z_clean.argmax(1) == yb).sum().item(),
+                                   (z_adv.argmax(1) == yb).sum().item())):
+                totals[k] += v
+            bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", d_acc=f"{totals['disc_acc'] / seen:.2f}")
+        classifier.eval()
+        discriminator.eval()
+        for k in keys:
+            history[k].append(totals[k] / seen)
+        if val is not None:
+            history["val_acc"].append(accuracy(classifier, *val))
+        history["seconds"].append(time.perf_counter() - start)
+    return history
+
+
+def scores(model: GanDef, x: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
+    """Predicted labels and ``D``'s probability of "adversarial" for every image in ``x`` (on the CPU)."""
+    check_images(x)
+    check_positive(batch_size, "batch_size")
+    device, was_training = model_device(model), model.training
+    model.eval()
+    preds, probs = [], []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch_size):
+                logits, d = model(x[i:i + batch_size].to(device))
+                preds.append(logits.argmax(1).cpu())
+                probs.append(torch.sigmoid(d).cpu())
+    finally:
+        model.train(was_training)
+    return torch.cat(preds), torch.cat(probs)
+
+
+def _check_scored(pred: Tensor, prob: Tensor, y: Tensor, name: str) -> None:
+    check_labels(pred, len(y), f"{name} predictions")
+    if not isinstance(prob, Tensor) or prob.shape != (len(y),) or not prob.is_floating_point():
+        got = tuple(prob.shape) if isinstance(prob, Tensor) else type(prob).__name__
+        raise ValueError(f"{name} probabilities: expected a float tensor of shape ({len(y)},), got {got}")
+    if len(y) and (prob.min() < 0 or prob.max() > 1):
+        raise ValueError(f"{name} probabilities: expected values in [0, 1]")
+
+
+def comb_summary(y: Tensor, clean: tuple[Tensor, Tensor], adv: tuple[Tensor, Tensor],
+                 threshold: float = 0.5) -> dict[str, float]:
+    """Plain and GanDef-Comb accuracies and rejection rates at one threshold.
+
+    Args:
+        y: true labels (N).
+        clean, adv: ``(predictions, D probabilities)`` for the clean inputs and for their adversarial
+            versions (e.g. from :func:`scores`).
+        threshold: inputs with ``D`` probability ≥ ``threshold`` are rejected.
+
+    Returns:
+        ``clean_acc``, ``adv_acc`` (the classifier alone), ``clean_comb`` (correct and not rejected),
+        ``adv_comb`` (correct or rejected), ``clean_reject``, ``adv_reject`` (rejection rates), all in [0, 1].
+    """
+    check_labels(y, len(y))
+    if len(y) == 0:
+        raise ValueError("y: expected at least one label, got 0")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold: expected a probability in [0, 1], got {threshold!r}")
+    _check_scored(*clean, y, "clean")
+    _check_scored(*adv, y, "adversarial")
+    y = y.cpu()
+    ok_clean, rej_clean = clean[0].cpu() == y, clean[1].cpu() >= threshold
+    ok_adv, rej_adv = adv[0].cpu() == y, adv[1].cpu() >= threshold
+    mean = lambda t: t.float().mean().item()  # noqa: E731
+    return dict(clean_acc=mean(ok_clean), adv_acc=mean(ok_adv), clean_comb=mean(ok_clean & ~rej_clean),
+                adv_comb=mean(ok_adv | rej_adv), clean_reject=mean(rej_clean), adv_reject=mean(rej_adv))
+
+
+def threshold_sweep(y: Tensor, clean: tuple[Tensor, Tensor], adv: tuple[Tensor, Tensor],
+                    thresholds: Sequence[float]) -> pd.DataFrame:
+    """:func:`comb_summary` at each threshold: one row per threshold."""
+    return pd.DataFrame([{"threshold": float(t), **comb_summary(y, clean, adv, float(t))} for t in thresholds])
+
+
+def overall_accuracy(clean_acc: float, adv_acc: float, rho: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Accuracy on a test stream whose share of adversarial inputs is ``ρ``: ``(1 − ρ)·clean + ρ·adv``."""
+    rho = np.asarray(rho, dtype=float)
+    for value, name in ((clean_acc, "clean_acc"), (adv_acc, "adv_acc")):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"{name}: expected a fraction in [0, 1], got {value!r}")
+    if rho.size == 0 or rho.min() < 0 or rho.max() > 1:
+        raise ValueError("rho: expected adversarial ratios in [0, 1]")
+    return (1 - rho) * clean_acc + rho * adv_acc
+
+
+def crossover(rho: Sequence[float], ours: Sequence[float], others: Mapping[str, Sequence[float]]) -> float | None:
+    """The smallest ``ρ`` from which ``ours`` is at least as good as the best of ``others`` up to the end.
+
+    Curves are given on a common increasing grid ``rho`` and read as piecewise linear in between. Returns
+    ``rho[0]`` when ``ours`` is never worse, ``None`` when it is worse at the last grid point.
+    """
+    rho, ours = np.asarray(rho, dtype=float), np.asarray(ours, dtype=float)
+    if rho.ndim != 1 or len(rho) < 2 or np.any(np.diff(rho) <= 0):
+        raise ValueError("rho: expected an increasing grid of at least two ratios")
+    if not others:
+        raise ValueError("others: expected at least one curve to compare with")
+    curves = [np.asarray(c, dtype=float) for c in others.values()]
+    if ours.shape != rho.shape or any(c.shape != rho.shape for c in curves):
+        raise ValueError(f"curves: expected {len(rho)} values each, one per rho")
+    diff = ours - np.max(curves, axis=0)
+    if diff[-1] < 0:
+        return None
+    behind = np.flatnonzero(diff < 0)
+    if len(behind) == 0:
+        return float(rho[0])
+    i = behind[-1]  # last grid point where ours is behind; it is not behind at i + 1
+    return float(rho[i] + (rho[i + 1] - rho[i]) * (-diff[i]) / (diff[i + 1] - diff[i]))
+
+
+def detector_aware_loss(lam: float):
+    """A loss for ``attacks.pgd(GanDef(...), ..., loss_fn=...)``: ``CE(logits, y) − λ·softplus(D logit)``.
+
+    ``softplus(d) = −log(1 − D(z))`` is ``D``'s loss for calling the input clean, so the attack raises the
+    classifier's loss while pushing ``D``'s probability below 0.5 (the logit below 0).
+    """
+    check_positive(lam, "lam", allow_zero=True)
+
+    def loss_fn(output: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
+        logits, d = output
+        return F.cross_entropy(logits, y, reduction="none") - lam * F.softplus(d)
+
+    return loss_fn
+
+
+def adaptive_attack(model: GanDef, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,
+                    lambdas: Sequence[float] = (1.0, 10.0), threshold: float = 0.5,
+                    restarts: int = 1) -> Tensor:
+    """Detector-aware PGD on GanDef-Comb: per example the worst case over ``λ`` in ``lambdas``.
+
+    Each ``λ`` runs :func:`purify_lib.attacks.pgd` on :func:`detector_aware_loss`; per example the first
+    candidate that is misclassified **and** not rejected (at ``threshold``) wins, else the first that is
+    misclassified, else the first candidate.
+    """
+    if not lambdas:
+        raise ValueError("lambdas: expected at least one weight")
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold: expected a probability in [0, 1], got {threshold!r}")
+    best = best_rank = None
+    for lam in lambdas:
+        x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, restarts=restarts,
+                    loss_fn=detector_aware_loss(lam))
+        with torch.no_grad():
+            logits, d = model(x_adv)
+        wrong = logits.argmax(1) != y.to(logits.device)
+        rank = wrong.long() + (wrong & (torch.sigmoid(d) < threshold)).long()  # 2 evades, 1 wrong, 0 neither
+        if best is None:
+            best, best_rank = x_adv, rank
+            continue
+        better = rank > best_rank
+        best[better], best_rank[better] = x_adv[better], rank[better]
+    return best
