@@ -126,3 +126,24 @@ def test_bad_inputs_raise(pairs):
         train_apegan(g, d, x[:10], x_adv[:10], epochs=1, weights=(0.5, 0.5))
     with pytest.raises(ValueError, match="epochs"):
         train_apegan(g, d, x[:10], x_adv[:10], epochs=0)
+
+
+def test_bim_iterates(mnist_data, mnist_model):
+    x, y = mnist_data["x_test"][:40], mnist_data["y_test"][:40]
+    eps = 0.1
+    xs = apegan.bim_iterates(mnist_model, x, y, eps, steps=3)
+    assert len(xs) == 3
+    assert torch.equal(xs[0], fgsm(mnist_model, x, y, eps=eps))  # α = ε: X_1 is FGSM
+    for x_i in xs:
+        assert (x_i - x).abs().max() <= eps + 1e-6 and x_i.min() >= 0 and x_i.max() <= 1
+    assert not torch.equal(xs[1], xs[0])
+    with pytest.raises(ValueError, match="steps"):
+        apegan.bim_iterates(mnist_model, x, y, eps, steps=0)
+
+
+def test_random_sign_noise():
+    x = torch.full((2, 1, 4, 4), 0.5)
+    noisy = apegan.random_sign_noise(x, 0.1, seed=1)
+    assert torch.allclose((noisy - x).abs(), torch.full_like(x, 0.1))
+    assert torch.equal(noisy, apegan.random_sign_noise(x, 0.1, seed=1))
+    assert apegan.random_sign_noise(torch.ones(1, 1, 4, 4), 0.3).max() <= 1

@@ -37,8 +37,9 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .. import cache
-from ..attacks import fgsm
+from ..attacks import bim, fgsm
 from ..checks import check_image_shape, check_images, check_labels, check_positive
+from ..evaluate import attack_dataset
 from ..profiles import get_device, seed_everything
 
 EPS_PAPER: dict[str, float] = {"mnist": 15 / 255, "cifar10": 5 / 255, "gtsrb": 5 / 255}
@@ -249,3 +250,29 @@ def load_or_train_apegan(
     generator = pair["g"]
     generator.eval()
     return generator, history
+
+
+def bim_iterates(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 5,
+                 batch_size: int = 256) -> list[Tensor]:
+    """The paper's iterative examples ``X_1 … X_steps`` (Eq. 2) against ``model``.
+
+    The step is ``α = ε``, so ``X_1`` is FGSM at ``ε`` (the paper's ``X_1`` column matches its FGSM row at the
+    same ε) and every later iterate stays in the ε-ball. ``X_i`` is BIM with ``i`` steps (no random start,
+    hence deterministic).
+    """
+    check_positive(eps, "eps")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
+    return [attack_dataset(bim, model, x, y, batch_size, desc=f"X_{i} (ε={eps:.3g})", eps=eps, alpha=eps,
+                           steps=i) for i in range(1, steps + 1)]
+
+
+def random_sign_noise(x: Tensor, eps: float, seed: int = 0) -> Tensor:
+    """``x`` plus ±``eps`` per value, random signs (seeded), clipped to [0, 1]: a non-adversarial
+    perturbation of the same L∞ size as FGSM (the "random noise images" of tables 17–18; the paper does
+    not state its noise)."""
+    check_images(x, "x")
+    check_positive(eps, "eps")
+    gen = torch.Generator().manual_seed(seed)
+    signs = torch.randint(0, 2, x.shape, generator=gen).to(x) * 2 - 1
+    return (x + eps * signs).clamp(0, 1)
