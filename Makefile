@@ -1,0 +1,74 @@
+# purify: the book and its checks. Every target creates .venv first if it is missing.
+#   make book        environment, offline assets, execute every chapter at PROFILE (default quick), _build/html/
+#   make test        unit tests, every chapter under nbval at smoke, a smoke book build, the browser check
+#   make lab         JupyterLab with working widgets (live recomputation on the trained models)
+#   make regenerate  re-execute chapters with papermill and rewrite results/<PROFILE>/ (CHAPTERS="01_attacks")
+#   make wheels      papermill & co. as Python 3.12 manylinux wheels in .whl/ (for an offline GPU machine)
+#   make clean       remove build outputs (not .venv, not the weight cache)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PROFILE ?= quick
+CHAPTERS ?=
+JB_FLAGS := -W -n --keep-going
+export PURIFY_DOWNLOAD ?= 0
+# batch runs (book build, nbval, regenerate): precomputed widget frames, no progress-bar widgets in outputs
+BATCH := PURIFY_WIDGETS=static TQDM_DISABLE=1
+
+.PHONY: env assets book test unit nbval book-smoke browser chromium lab regenerate wheels clean
+
+env: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[book,test]"
+	touch $@
+
+assets:
+	scripts/vendor_assets.sh
+
+book: env assets
+	PURIFY_PROFILE=$(PROFILE) $(BATCH) $(BIN)/jupyter-book build . $(JB_FLAGS)
+
+unit: env
+	$(BIN)/pytest tests -m "not browser" -q
+
+nbval: env
+	PURIFY_PROFILE=smoke $(BATCH) $(BIN)/pytest --nbval-lax -q book/
+
+book-smoke: env assets
+	PURIFY_PROFILE=smoke $(BATCH) $(BIN)/jupyter-book build . $(JB_FLAGS)
+
+chromium:
+	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
+
+browser: env chromium
+	$(BIN)/pytest tests -m browser -q
+
+test: unit nbval book-smoke browser
+
+lab: env
+	$(BIN)/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+regenerate: env
+	$(BIN)/purify-regenerate $(CHAPTERS) --profile $(PROFILE)
+
+# Wheels for the GPU machine (Python 3.12, torch preinstalled, no index). There, run:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
+#   python3 -m purify_lib.regenerate --profile paper
+WHEEL_PKGS := papermill ipykernel ipywidgets pandas matplotlib tqdm pillow pyyaml mlxtend
+wheels: env
+	rm -rf .whl && mkdir -p .whl
+	grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)' constraints.txt > .whl/constraints.txt
+	$(BIN)/python -m pip download -q -d .whl -c .whl/constraints.txt --only-binary=:all: \
+		--python-version 3.12 --implementation cp --abi cp312 --abi abi3 --abi none \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		--platform any $(WHEEL_PKGS)
+	rm -f .whl/constraints.txt .whl/torch-*.whl .whl/nvidia_*.whl .whl/triton-*.whl
+	@ls .whl | wc -l | xargs echo "wheels:"; du -sh .whl
+
+clean:
+	rm -rf _build .pytest_cache .jupyter_cache results/smoke

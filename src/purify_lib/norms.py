@@ -1,0 +1,36 @@
+"""Sizes of adversarial perturbations: L0, L2 and L∞ per example, and a summary over a batch."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .checks import check_images
+
+__all__ = ["perturbation_norms", "summarize_norms"]
+
+
+def perturbation_norms(x: Tensor, x_adv: Tensor, tol: float = 1e-6) -> dict[str, Tensor]:
+    """Per-example norms of ``δ = x_adv − x``.
+
+    Returns:
+        ``l0``: the fraction of input components (pixels × channels) changed by more than ``tol``;
+        ``l2``: the Euclidean norm; ``linf``: the largest absolute change. Each a length-N tensor.
+    """
+    check_images(x, "x")
+    check_images(x_adv, "x_adv")
+    if x.shape != x_adv.shape:
+        raise ValueError(f"x_adv: expected shape {tuple(x.shape)} like x, got {tuple(x_adv.shape)}")
+    delta = (x_adv - x).flatten(1)
+    return {"l0": (delta.abs() > tol).float().mean(1), "l2": delta.norm(dim=1), "linf": delta.abs().amax(1)}
+
+
+def summarize_norms(x: Tensor, x_adv: Tensor, changed: Tensor | None = None) -> dict[str, float]:
+    """Means of the L0 fraction, L2 and L∞ of the perturbations over ``changed`` examples if given (e.g. only
+    the successful ones of a minimum-norm attack), else over all; ``n`` is how many were averaged (the
+    means are NaN when it is 0)."""
+    norms = perturbation_norms(x, x_adv)
+    keep = torch.ones(len(x), dtype=torch.bool) if changed is None else changed.detach().cpu().bool()
+    if keep.shape != (len(x),):
+        raise ValueError(f"changed: expected a length-{len(x)} mask, got shape {tuple(keep.shape)}")
+    summary = {k: float(v.cpu()[keep].mean()) if keep.any() else float("nan") for k, v in norms.items()}
+    return {**summary, "n": int(keep.sum())}

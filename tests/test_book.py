@@ -1,0 +1,128 @@
+"""Browser check of the built book (``_build/html``): every page loads offline in headless Chromium.
+
+Fails on a JavaScript error, a broken image, a widget that does not render, any request to a non-local
+address, or an ε slider whose movement does not change the displayed frame. Saves one screenshot per page
+under ``_build/screenshots/``. Run after ``make book`` (or the smoke build of ``make test``).
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import socket
+import threading
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = Path(os.environ.get("PURIFY_HTML") or ROOT / "_build" / "html")  # the built book to check
+SHOTS = HTML.parent / "screenshots"
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-sync", "--disable-quic"]
+LOCAL = {"127.0.0.1", "localhost"}
+PAGES = sorted(p.relative_to(HTML).as_posix() for p in (HTML / "book").glob("*.html")) if HTML.is_dir() else []
+
+
+@pytest.fixture(scope="module")
+def server():
+    """``python -m http.server`` equivalent on a free port of 127.0.0.1, serving ``_build/html``."""
+    if not (HTML / "index.html").is_file():
+        pytest.fail(f"{HTML} has no built book: run `make book` (or the smoke build) first")
+    handler = functools.partial(_QuietHandler, directory=str(HTML))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (make chromium)")
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def _visible_frames(page) -> list[str]:
+    """What each explorer currently shows: the src of its visible frame images, or their HTML text."""
+    return page.evaluate("""() => Array.from(document.querySelectorAll('.widget-stack'))
+        .filter(s => !s.parentElement.closest('.widget-stack'))
+        .map(s => Array.from(s.querySelectorAll('img, .widget-html-content'))
+            .filter(e => e.offsetParent !== null)
+            .map(e => e.tagName === 'IMG' ? e.src.slice(-64) : e.innerHTML.slice(0, 200)).join('|'))""")
+
+
+def test_pages_found():
+    assert PAGES, f"no chapter pages under {HTML / 'book'}"
+
+
+@pytest.mark.parametrize("page_path", PAGES)
+def test_page_renders_offline(server, browser, page_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 2000})
+    errors: list[str] = []
+    remote: list[str] = []
+    page.on("pageerror", lambda err: errors.append(f"pageerror: {err}"))
+    page.on("console", lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None)
+
+    def route(request_route):
+        host = urlparse(request_route.request.url).hostname
+        if request_route.request.url.startswith(("data:", "blob:")) or host in LOCAL:
+            request_route.continue_()
+        else:
+            remote.append(request_route.request.url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    page.goto(f"{server}/{page_path}", wait_until="networkidle")
+    page.wait_for_timeout(1500)
+
+    broken = page.evaluate("""() => Array.from(document.images)
+        .filter(i => i.complete && i.naturalWidth === 0 && i.offsetParent !== null).map(i => i.src.slice(0, 80))""")
+    assert not broken, f"{page_path}: broken images {broken}"
+
+    views = page.locator("script[type='application/vnd.jupyter.widget-view+json']")
+    for i in range(views.count()):
+        rendered = views.nth(i).evaluate(
+            "s => !!(s.parentElement && s.parentElement.querySelector('.jupyter-widgets, .widget-slider'))")
+        assert rendered, f"{page_path}: widget {i} did not render"
+
+    stacks = page.locator(".widget-stack")
+    if stacks.count():
+        before = _visible_frames(page)
+        handle = page.locator(".widget-slider .noUi-handle").first
+        handle.focus()
+        page.keyboard.press("ArrowRight")
+        page.keyboard.press("ArrowRight")
+        page.wait_for_timeout(500)
+        after = _visible_frames(page)
+        assert before != after, f"{page_path}: moving the first slider did not change the displayed frame"
+        page.keyboard.press("ArrowLeft")
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_timeout(300)
+        assert _visible_frames(page) == before, f"{page_path}: moving the slider back did not restore the frame"
+
+    if page.locator(".math").count():
+        page.wait_for_selector("mjx-container", timeout=15_000)  # MathJax typeset the maths
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{Path(page_path).stem}.png"), full_page=True)
+    page.close()
+    assert not remote, f"{page_path}: requests to non-local addresses {remote[:5]}"
+    assert not errors, f"{page_path}: JavaScript errors {errors[:5]}"
