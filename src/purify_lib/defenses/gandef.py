@@ -48,7 +48,7 @@ Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 __all__ = ["VARIANTS", "WarmupPGD", "LogitDiscriminator", "GanDef", "classifier_loss", "train_gandef", "scores",
            "comb_summary", "threshold_sweep", "overall_accuracy", "crossover", "detector_aware_loss",
-           "adaptive_attack"]
+           "worst_case", "adaptive_attack"]
 
 
 class WarmupPGD:
@@ -360,30 +360,38 @@ def detector_aware_loss(lam: float):
     return loss_fn
 
 
-def adaptive_attack(model: GanDef, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,
-                    lambdas: Sequence[float] = (1.0, 10.0), threshold: float = 0.5,
-                    restarts: int = 1) -> Tensor:
-    """Detector-aware PGD on GanDef-Comb: per example the worst case over ``λ`` in ``lambdas``.
+def worst_case(model: GanDef, y: Tensor, candidates: Sequence[Tensor], threshold: float = 0.5) -> Tensor:
+    """Per example, the candidate adversarial image that is worst for GanDef-Comb.
 
-    Each ``λ`` runs :func:`purify_lib.attacks.pgd` on :func:`detector_aware_loss`; per example the first
-    candidate that is misclassified **and** not rejected (at ``threshold``) wins, else the first that is
-    misclassified, else the first candidate.
+    The first candidate that is misclassified **and** not rejected (``D`` probability below ``threshold``)
+    wins; else the first that is misclassified; else the first candidate.
     """
-    if not lambdas:
-        raise ValueError("lambdas: expected at least one weight")
+    if not candidates:
+        raise ValueError("candidates: expected at least one batch of adversarial images")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold: expected a probability in [0, 1], got {threshold!r}")
     best = best_rank = None
-    for lam in lambdas:
-        x_adv = pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, restarts=restarts,
-                    loss_fn=detector_aware_loss(lam))
-        with torch.no_grad():
-            logits, d = model(x_adv)
-        wrong = logits.argmax(1) != y.to(logits.device)
-        rank = wrong.long() + (wrong & (torch.sigmoid(d) < threshold)).long()  # 2 evades, 1 wrong, 0 neither
+    for x_adv in candidates:
+        pred, prob = scores(model, x_adv)
+        wrong = pred != y.cpu()
+        rank = wrong.long() + (wrong & (prob < threshold)).long()  # 2: evades, 1: wrong but rejected, 0: neither
         if best is None:
-            best, best_rank = x_adv, rank
+            best, best_rank = x_adv.clone(), rank
             continue
-        better = rank > best_rank
-        best[better], best_rank[better] = x_adv[better], rank[better]
+        better = (rank > best_rank).to(x_adv.device)
+        best[better], best_rank[better.cpu()] = x_adv[better], rank[better.cpu()]
     return best
+
+
+def adaptive_attack(model: GanDef, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,
+                    lambdas: Sequence[float] = (1.0, 10.0), threshold: float = 0.5, restarts: int = 1) -> Tensor:
+    """Detector-aware PGD on GanDef-Comb: per example the worst case (:func:`worst_case`) over ``λ``.
+
+    Each ``λ`` in ``lambdas`` runs :func:`purify_lib.attacks.pgd` on :func:`detector_aware_loss`. Combine the
+    result with other candidates (e.g. the oblivious PGD examples) through :func:`worst_case`.
+    """
+    if not lambdas:
+        raise ValueError("lambdas: expected at least one weight")
+    candidates = [pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, restarts=restarts,
+                      loss_fn=detector_aware_loss(lam)) for lam in lambdas]
+    return worst_case(model, y, candidates, threshold)
