@@ -138,7 +138,7 @@ def frame_explorer(
         return box
 
     stacks: list[list[widgets.Stack]] = [[] for _ in names]
-    links: list[widgets.Link] = []
+    links: list[widgets.Widget] = []
     frames: dict[tuple, widgets.Widget] = {}
     grid = list(itertools.product(*(range(len(options[n])) for n in names)))
     try:
