@@ -198,3 +198,25 @@ def test_adaptive_attack_evades_a_detector_the_plain_attack_trips(mnist_model, m
     assert evaded(plain) <= 0.25
     assert evaded(adaptive) > evaded(plain) + 0.4
     assert not math.isnan(evaded(adaptive))
+
+
+def test_worst_case_prefers_evading_then_misclassified():
+    """Two classes, logits 10·pixels; D rejects when the two pixels sum above 1."""
+
+    class SumDetector(LogitDiscriminator):
+        def forward(self, z):
+            return z.sum(dim=1) - 10.0
+
+    model = GanDef(nn.Sequential(nn.Flatten(), nn.Identity()), SumDetector(2))
+    model.classifier[1] = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        model.classifier[1].weight.copy_(10 * torch.eye(2))
+    image = lambda rows: torch.tensor(rows).view(-1, 1, 1, 2)  # noqa: E731
+    y = torch.tensor([0, 0, 0])
+    kept_right = image([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]])
+    wrong_rejected = image([[0.2, 0.9], [0.2, 0.9], [0.9, 0.1]])
+    evading = image([[0.1, 0.5], [0.9, 0.1], [0.1, 0.5]])
+    best = gandef.worst_case(model, y, [kept_right, wrong_rejected, evading])
+    torch.testing.assert_close(best, torch.stack([evading[0], wrong_rejected[1], evading[2]]))
+    with pytest.raises(ValueError):
+        gandef.worst_case(model, y, [])
