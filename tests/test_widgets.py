@@ -57,6 +57,10 @@ def test_control_kinds_and_png_frames():
     assert isinstance(box.controls["kind"], widgets.Dropdown)
     assert isinstance(box.controls["eps"], widgets.SelectionSlider)
     assert all(isinstance(f, widgets.Image) and f.value == png for f in box.frames.values())
+    chosen = W.frame_explorer(render, CONTROLS, sliders=["eps"])
+    assert isinstance(chosen.controls["image"], widgets.Dropdown)
+    assert isinstance(chosen.controls["steps"], widgets.Dropdown)
+    assert isinstance(chosen.controls["eps"], widgets.SelectionSlider)
 
 
 def test_live_mode_recomputes(monkeypatch):
@@ -89,3 +93,5 @@ def test_attack_explorer_frames():
     assert len(box.frames) == 2 * 2 * 2
     assert all(f.value[:8] == b"\x89PNG\r\n\x1a\n" for f in box.frames.values())
     assert box.frames[(0, 0.0, 1)].value != box.frames[(0, 0.1, 5)].value
+    assert isinstance(box.controls["image"], widgets.Dropdown)
+    assert isinstance(box.controls["ε"], widgets.SelectionSlider)

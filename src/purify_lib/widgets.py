@@ -67,11 +67,12 @@ def _label(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _control(name: str, options: list[tuple[str, Any]]) -> widgets.Widget:
-    """A slider for numbers, a dropdown for anything else."""
-    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in options)
+def _control(name: str, options: list[tuple[str, Any]], slider: bool | None) -> widgets.Widget:
+    """A slider (default for numbers) or a dropdown (default for anything else)."""
+    if slider is None:
+        slider = all(isinstance(v, (int, float)) and not isinstance(v, bool) for _, v in options)
     style = {"description_width": "initial"}
-    if numeric and len(options) > 1:
+    if slider and len(options) > 1:
         return widgets.SelectionSlider(options=options, index=0, description=name, continuous_update=True,
                                        style=style, layout=widgets.Layout(width="420px"))
     return widgets.Dropdown(options=options, index=0, description=name, style=style)
@@ -90,6 +91,7 @@ def frame_explorer(
     controls: Mapping[str, Sequence[Any]],
     live: bool = True,
     title: str | None = None,
+    sliders: Sequence[str] | None = None,
 ) -> widgets.VBox:
     """Controls over a grid of values, showing ``render(**values)``: PNG bytes or an HTML string.
 
@@ -101,6 +103,8 @@ def frame_explorer(
         live: recompute on every change when a person drives the kernel (see :func:`interactive_kernel`);
             ``False`` always precomputes.
         title: an HTML heading shown above the controls.
+        sliders: the controls to show as sliders (the others become dropdowns); default: those whose
+            values are all numbers.
 
     Returns:
         A ``VBox`` of the controls and the display. It carries ``controls`` (name → control widget),
@@ -113,7 +117,9 @@ def frame_explorer(
         raise ValueError("controls: expected at least one control")
     names = list(controls)
     options = {name: _options(name, controls[name]) for name in names}
-    ctrl = {name: _control(name, options[name]) for name in names}
+    if sliders is not None and set(sliders) - set(names):
+        raise ValueError(f"sliders: unknown controls {sorted(set(sliders) - set(names))}; controls are {names}")
+    ctrl = {name: _control(name, options[name], None if sliders is None else name in sliders) for name in names}
     header = [widgets.HTML(f"<b>{title}</b>")] if title else []
     row = widgets.HBox([ctrl[n] for n in names], layout=widgets.Layout(flex_flow="row wrap"))
 
@@ -239,6 +245,6 @@ def attack_explorer(
     was_training = model.training
     model.eval()
     try:
-        return frame_explorer(render, controls, live=live, title=title)
+        return frame_explorer(render, controls, live=live, title=title, sliders=[n for n in controls if n != "image"])
     finally:
         model.train(was_training)
