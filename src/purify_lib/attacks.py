@@ -46,14 +46,15 @@ __all__ = ["fgsm", "bim", "illc", "pgd", "mim", "cw_l2", "deepfool", "jsma"]
 # ----------------------------------------------------------------------------------------------- helpers
 @contextmanager
 def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode with frozen parameters; restore every module's mode and flag afterwards."""
+    """Run ``model`` in eval mode with frozen parameters and gradients enabled; restore modes and flags after."""
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
     for p, _ in flags:
         p.requires_grad_(False)  # gradients flow to the input only: no wasted weight gradients
     try:
-        yield model
+        with torch.enable_grad():  # attacks need input gradients even when called under torch.no_grad()
+            yield model
     finally:
         for m, training in modes:
             m.training = training
