@@ -155,7 +155,19 @@ def test_training_moves_and_validates(mnist_data):
     assert not classifier.training and not disc.training
 
 
-@pytest.mark.parametrize("bad", [dict(variant="v3"), dict(gamma=-1.0), dict(epochs=0),
+def test_training_follows_the_lr_schedule(mnist_data):
+    x, y = mnist_data["x_train"][:128], mnist_data["y_train"][:128]
+    weights = {}
+    for schedule in ("constant", "decay"):
+        torch.manual_seed(0)
+        classifier, disc = _tiny_classifier(), LogitDiscriminator(10)
+        gandef.train_gandef(classifier, disc, x, y, gamma=0.5, epochs=1, batch_size=32, lr=2e-3,
+                            adversary=WarmupPGD(eps=0.1, alpha=0.05, steps=1), lr_schedule=schedule)
+        weights[schedule] = [p.detach() for p in (*classifier.parameters(), *disc.parameters())]
+    assert not all(torch.equal(a, b) for a, b in zip(weights["constant"], weights["decay"]))
+
+
+@pytest.mark.parametrize("bad", [dict(variant="v3"), dict(gamma=-1.0), dict(epochs=0), dict(lr_schedule="cyclic"),
                                  dict(adversary="pgd"), dict(x=torch.rand(4, 1, 28, 28) * 2)])
 def test_training_rejects_bad_inputs(bad):
     args = dict(classifier=_tiny_classifier(), discriminator=LogitDiscriminator(10),

@@ -112,6 +112,7 @@ def test_fit_rejects_bad_arguments(mnist_data) -> None:
         (dict(soft_targets=torch.full((7, 10), 0.1)), "soft_targets"),
         (dict(temperature=0.0), "temperature"),
         (dict(val=(x, y[:3])), "val"),
+        (dict(lr_schedule="cosine"), "lr_schedule"),
     ]
     for options, message in bad:
         with pytest.raises(ValueError, match=message):
@@ -120,6 +121,40 @@ def test_fit_rejects_bad_arguments(mnist_data) -> None:
         train.fit(model, x, y[:5], epochs=1, batch_size=4, lr=1e-3)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         train.fit(model, x * 2, y, epochs=1, batch_size=4, lr=1e-3)
+
+
+def test_lr_factor_holds_then_decays_linearly_to_zero() -> None:
+    assert [train.lr_factor("constant", p) for p in (0.0, 0.5, 1.0)] == [1.0, 1.0, 1.0]
+    assert [train.lr_factor("decay", p) for p in (0.0, 0.4, 0.7, 1.0)] == pytest.approx([1.0, 1.0, 0.5, 0.0])
+    with pytest.raises(ValueError, match="lr_schedule"):
+        train.lr_factor("cosine", 0.5)
+
+
+def test_lr_scheduler_drives_every_optimiser_over_the_whole_run() -> None:
+    params = [nn.Parameter(torch.zeros(1))]
+    opts = [torch.optim.SGD(params, lr=1.0), torch.optim.Adam(params, lr=0.1)]
+    schedulers = train.lr_scheduler(opts, "decay", total_steps=10)
+    seen = []
+    for _ in range(10):
+        seen.append([opt.param_groups[0]["lr"] for opt in opts])
+        for opt, scheduler in zip(opts, schedulers):
+            opt.step()
+            scheduler.step()
+    assert seen[0] == seen[4] == pytest.approx([1.0, 0.1])
+    assert seen[7] == pytest.approx([0.5, 0.05])
+    assert [opt.param_groups[0]["lr"] for opt in opts] == pytest.approx([0.0, 0.0])
+
+
+def test_fit_applies_the_lr_schedule(mnist_data) -> None:
+    x, y = mnist_data["x_train"][:256], mnist_data["y_train"][:256]
+    weights = {}
+    for schedule in ("constant", "decay"):
+        model = linear_model()
+        train.fit(model, x, y, epochs=2, batch_size=64, lr=1e-2, lr_schedule=schedule)
+        weights[schedule] = model[1].weight.detach()
+    moved = (weights["decay"] - linear_model()[1].weight).abs().sum()
+    assert not torch.allclose(weights["constant"], weights["decay"])
+    assert moved < (weights["constant"] - linear_model()[1].weight).abs().sum()
 
 
 def test_predict_batches_without_gradients_and_restores_the_mode(mnist_data) -> None:

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from ..attacks import pgd
 from ..checks import check_images, check_labels, check_positive
 from ..profiles import seed_everything
-from ..train import accuracy, model_device
+from ..train import accuracy, lr_scheduler, model_device
 
 VARIANTS = ("v1", "v2")
 Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -152,6 +152,7 @@ def train_gandef(
     batch_size: int,
     lr: float,
     adversary: Adversary,
+    lr_schedule: str = "constant",
     val: tuple[Tensor, Tensor] | None = None,
     seed: int = 0,
     discriminator_lr_factor: float = 10.0,
@@ -166,6 +167,7 @@ def train_gandef(
         variant: ``"v1"`` (penalty on all logits) or ``"v2"`` (adversarial logits only; the paper's standard).
         gamma: the trade-off γ (0 gives plain 50/50 adversarial training).
         epochs, batch_size, lr: the classifier's; the discriminator's rate is ``discriminator_lr_factor × lr``.
+        lr_schedule: ``"constant"`` or ``"decay"``, for both players (:func:`purify_lib.train.lr_factor`).
         adversary: ``adversary(classifier, xb, yb) -> xb_adv``, called on every batch against the current
             classifier (as in :func:`purify_lib.train.fit`), e.g. ``functools.partial(attacks.pgd, eps=0.3,
             alpha=0.01, steps=40)`` or a :class:`WarmupPGD`.
@@ -197,6 +199,7 @@ def train_gandef(
     discriminator.to(device)
     opt_c = torch.optim.Adam(classifier.parameters(), lr=lr)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr * discriminator_lr_factor)
+    schedulers = lr_scheduler([opt_c, opt_d], lr_schedule, epochs * -(-len(x) // batch_size))
     generator = seed_everything(seed)
     keys = ("loss", "penalty", "disc_loss", "disc_acc", "train_acc", "adv_acc")
     history: dict[str, list[float]] = {k: [] for k in (*keys, "val_acc", "seconds")}
@@ -228,6 +231,8 @@ def train_gandef(
             opt_c.zero_grad(set_to_none=True)
             loss.backward()
             opt_c.step()
+            for scheduler in schedulers:
+                scheduler.step()
 
             n = len(idx)
             seen += n
