@@ -67,8 +67,8 @@ def lr_factor(schedule: str, progress: float) -> float:
     """The learning rate's multiplier after a fraction ``progress`` ∈ [0, 1] of all optimiser steps.
 
     ``"constant"``: 1 throughout. ``"decay"``: 1 for the first 40% of the steps, then linear down to 0 at the
-    end. Short adversarial trainings (and GAN games, whose players otherwise keep oscillating) end much better
-    with the decay.
+    end. A short GAN game such as GanDef's, whose players otherwise keep oscillating, ends far better with
+    the decay (chapter 5).
     """
     if schedule not in LR_SCHEDULES:
         raise ValueError(f"lr_schedule: expected one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
