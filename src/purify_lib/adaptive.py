@@ -1,0 +1,230 @@
+"""Building blocks of adaptive attacks: attacks that know the defense (Athalye, Carlini & Wagner, 2018).
+
+A defense can look robust only because it hides the gradient a white-box attack follows: a purifier that
+rounds (:class:`~purify_lib.defenses.transforms.BitDepth`) has a zero gradient almost everywhere, a random
+one (dropout at test time, :class:`~purify_lib.defenses.transforms.TVMinimisation`) gives a different
+gradient at every call, and a detector changes what "success" means. Athalye et al. ("Obfuscated gradients
+give a false sense of security", ICML 2018) broke 7 of 9 such ICLR 2018 defenses with three tools, here made
+to work with every attack of :mod:`purify_lib.attacks` unchanged:
+
+* :func:`bpda` — Backward Pass Differentiable Approximation: run the real purifier forward, differentiate a
+  smooth surrogate (the identity by default) backward.
+* :func:`eot` — Expectation over Transformation: attack the average over the defense's randomness.
+* :func:`detector_aware_loss` — a PGD loss that also keeps a detector's score low.
+* :func:`latent_attack` — the attack on Defense-GAN-like purifiers that project onto a generator's range:
+  search the latent space for a misclassified image close to the input.
+
+:func:`gradient_is_masked` and :func:`check_differentiable` catch the silent failure: a white-box attack on
+a masked gradient returns its input unchanged and reports the defense as robust.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .attacks import _check_int, _check_norm, _margin, _project_, attack_mode
+from .checks import check_images, check_labels, check_positive
+
+__all__ = ["BPDA", "bpda", "EOT", "eot", "gradient_is_masked", "check_differentiable", "detector_aware_loss",
+           "latent_attack"]
+
+
+class BPDA(nn.Module):
+    """``module``'s output forward, the gradient of ``backward`` (default: the identity) backward.
+
+    The straight-through trick ``module(x) + (s − s.detach())`` with ``s = backward(x)`` (kept as
+    ``.surrogate``): the added term is exactly zero, so the output equals ``module(x)`` bit for bit, and its
+    gradient is that of ``s``. ``module`` runs without autograd.
+    """
+
+    def __init__(self, module: nn.Module, backward: nn.Module | None = None) -> None:
+        super().__init__()
+        if not isinstance(module, nn.Module):
+            raise ValueError(f"module: expected an nn.Module, got {type(module).__name__}")
+        if backward is not None and not isinstance(backward, nn.Module):
+            raise ValueError(f"backward: expected an nn.Module or None, got {type(backward).__name__}")
+        self.module = module
+        self.surrogate = backward if backward is not None else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        with torch.no_grad():
+            out = self.module(x)
+        surrogate = self.surrogate(x)
+        if not isinstance(out, Tensor) or out.shape != surrogate.shape:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ValueError(f"bpda: the module's output {got} and the surrogate's "
+                             f"{tuple(surrogate.shape)} must have the same shape")
+        return out + (surrogate - surrogate.detach())
+
+
+def bpda(module: nn.Module, backward: nn.Module | None = None) -> BPDA:
+    """Wrap a non-differentiable purifier for white-box attacks: see :class:`BPDA`.
+
+    ``attacks.pgd(nn.Sequential(bpda(BitDepth(1)), classifier), x, y, ...)`` attacks the real defended
+    pipeline with the gradient of ``classifier`` at the purified point (the identity surrogate).
+    """
+    return BPDA(module, backward)
+
+
+class EOT(nn.Module):
+    """The mean of ``model``'s logits over ``samples`` forward passes.
+
+    The randomness must live in the model itself and survive eval mode (attacks call ``model.eval()``):
+    e.g. :class:`purify_lib.classifiers.Dropout` with ``at_test=True``, or
+    :class:`~purify_lib.defenses.transforms.TVMinimisation` behind :func:`bpda`. Averaging logits (Athalye
+    et al. average the loss gradients) keeps the wrapper a plain model, so every attack and
+    :func:`purify_lib.evaluate.accuracy` work on it unchanged; an attack then follows the loss of the
+    expected logits, a close proxy of the expected loss. The passes run one after another, so a module that
+    draws its randomness per call (a whole-batch mask) gets a fresh draw each time.
+    """
+
+    def __init__(self, model: nn.Module, samples: int) -> None:
+        super().__init__()
+        if not isinstance(model, nn.Module):
+            raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.samples = _check_int(samples, "samples", 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
+
+    def extra_repr(self) -> str:
+        return f"samples={self.samples}"
+
+
+def eot(model: nn.Module, samples: int) -> EOT:
+    """Average a random model's logits over ``samples`` passes, to attack or evaluate it: :class:`EOT`."""
+    return EOT(model, samples)
+
+
+def gradient_is_masked(module: nn.Module, x: Tensor, tol: float = 1e-12) -> bool:
+    """Whether a white-box gradient attack on ``module`` would be blind at ``x``.
+
+    True when ``module`` or one of its submodules declares ``differentiable = False`` (a :class:`BPDA`
+    wrapper hides its wrapped module: it is differentiable), or when the input gradient of
+    ``module(x).sum()`` (all outputs summed if it returns a tuple) is missing, non-finite, or at most
+    ``tol`` in absolute value everywhere for at least half of the images. Runs ``module`` like an attack
+    does: eval mode, frozen parameters, restored afterwards.
+    """
+    if not isinstance(module, nn.Module):
+        raise ValueError(f"module: expected an nn.Module, got {type(module).__name__}")
+    check_images(x)
+    check_positive(tol, "tol", allow_zero=True)
+    if _declares_non_differentiable(module):
+        return True
+    with attack_mode(module):
+        x = x.detach().requires_grad_(True)
+        out = module(x)
+        outputs = [out] if isinstance(out, Tensor) else [o for o in out if isinstance(o, Tensor)]
+        if not outputs or not any(o.requires_grad for o in outputs):
+            return True
+        total = sum(o.sum() for o in outputs if o.requires_grad)
+        (grad,) = torch.autograd.grad(total, x, allow_unused=True)
+    if grad is None or not torch.isfinite(grad).all():
+        return True
+    flat = grad.flatten(1).abs().amax(dim=1) <= tol
+    return bool(flat.float().mean() >= 0.5)
+
+
+def _declares_non_differentiable(module: nn.Module) -> bool:
+    if isinstance(module, BPDA):
+        return _declares_non_differentiable(module.surrogate)
+    if getattr(module, "differentiable", True) is False:
+        return True
+    return any(_declares_non_differentiable(child) for child in module.children())
+
+
+def check_differentiable(module: nn.Module, x: Tensor, what: str = "purifier") -> None:
+    """Raise ``ValueError`` when :func:`gradient_is_masked`: a white-box attack would fail silently."""
+    if gradient_is_masked(module, x):
+        raise ValueError(
+            f"{what}: its input gradient is masked (zero, missing or non-finite, or it declares "
+            f"differentiable = False), so a white-box gradient attack would fail silently and overstate "
+            f"robustness; attack it through purify_lib.adaptive.bpda(...) (BPDA, Athalye et al. 2018), "
+            f"with eot(...) if it is random")
+
+
+def detector_aware_loss(lam: float, penalty: Callable[[Tensor], Tensor] = F.softplus
+                        ) -> Callable[[tuple[Tensor, Tensor], Tensor], Tensor]:
+    """A loss for ``attacks.pgd(model, ..., loss_fn=...)`` on a model returning ``(logits, score)``.
+
+    ``loss = CE(logits, y) − lam·penalty(score)`` per example, to maximise: misclassify while keeping the
+    detector's score (higher = "adversarial") low. With the default softplus and ``score`` a discriminator
+    logit ``d``, ``softplus(d) = −log(1 − σ(d))`` is the detector's loss for calling the input clean (the
+    GanDef attack). For a score that is already a loss, such as a reconstruction error, pass
+    ``penalty=lambda s: s``. ``lam=0`` is the detector-oblivious attack.
+    """
+    lam = check_positive(lam, "lam", allow_zero=True)
+    if not callable(penalty):
+        raise ValueError(f"penalty: expected a callable, got {type(penalty).__name__}")
+
+    def loss_fn(output: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
+        if not isinstance(output, (tuple, list)) or len(output) != 2:
+            raise ValueError("detector_aware_loss: the model must return a (logits, score) pair, "
+                             f"got {type(output).__name__}")
+        logits, score = output
+        if score.shape not in ((len(logits),), (len(logits), 1)):
+            raise ValueError(f"detector_aware_loss: expected one score per example (shape N or N×1), "
+                             f"got {tuple(score.shape)} for {len(logits)} examples")
+        return F.cross_entropy(logits, y, reduction="none") - lam * penalty(score.reshape(-1))
+
+    return loss_fn
+
+
+def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Tensor, *, eps: float,
+                  z_init: Tensor, steps: int = 200, lr: float = 0.05, c: float = 1.0, kappa: float = 0.0,
+                  norm: str = "linf") -> Tensor:
+    """Athalye, Carlini & Wagner's attack on Defense-GAN-like purifiers, which replace ``x`` by ``G(z)``.
+
+    Searches, with Adam from ``z_init`` (e.g. an encoder's codes, or random normal codes), for a latent
+    ``z`` minimising per example
+
+        ``‖G(z) − x‖₂² + c·max(f_y − max_{j≠y} f_j, −kappa)``,   ``f = classifier(G(z))`` (logits):
+
+    an image of the generator's range, close to ``x`` and
+    misclassified. Returns ``x_adv``, ``G(z*)`` projected onto the ``eps``-ball around ``x`` (``norm``:
+    ``"linf"`` or ``"l2"``) and onto [0, 1] — the input handed to the defended system. Its purpose: the
+    purifier's own projection of ``x_adv`` onto the range should land near ``G(z*)``, which the classifier
+    gets wrong. When ``G(z*)`` lies outside the ball the projection may not fool the defense; a larger ``c``
+    or ``kappa`` trades distance for confidence. Gradients flow to ``z`` only; both networks run in eval
+    mode with frozen parameters, restored afterwards.
+    """
+    for name, network in (("generator", generator), ("classifier", classifier)):
+        if not isinstance(network, nn.Module):
+            raise ValueError(f"{name}: expected an nn.Module, got {type(network).__name__}")
+    check_images(x)
+    check_labels(y, len(x))
+    eps = check_positive(eps, "eps")
+    steps = _check_int(steps, "steps", 1)
+    lr = check_positive(lr, "lr")
+    c = check_positive(c, "c")
+    kappa = check_positive(kappa, "kappa", allow_zero=True)
+    norm = _check_norm(norm)
+    if (not isinstance(z_init, Tensor) or not z_init.is_floating_point() or z_init.ndim == 0
+            or len(z_init) != len(x)):
+        got = f"shape {tuple(z_init.shape)}" if isinstance(z_init, Tensor) else type(z_init).__name__
+        raise ValueError(f"z_init: expected a float tensor with one code per image ({len(x)}), got {got}")
+    if not torch.isfinite(z_init).all():
+        raise ValueError("z_init: contains NaN or inf")
+    x, y = x.detach(), y.detach().to(x.device)
+    z = z_init.detach().to(x.device).clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    with attack_mode(generator), attack_mode(classifier):
+        with torch.no_grad():
+            image = generator(z)
+        if not isinstance(image, Tensor) or image.shape != x.shape:
+            got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
+            raise ValueError(f"generator: expected images shaped like x {tuple(x.shape)}, got {got}")
+        for _ in tqdm(range(steps), desc="latent attack", leave=False):
+            image = generator(z)
+            distance = (image - x).flatten(1).pow(2).sum(1)
+            hinge = (-_margin(classifier(image), y)).clamp_min(-kappa)
+            optimizer.zero_grad(set_to_none=True)
+            (distance + c * hinge).sum().backward()
+            optimizer.step()
+        with torch.no_grad():
+            return _project_(generator(z).clone(), x, eps, norm)
