@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from purify_lib import data
-from purify_lib.profiles import seed_everything
+from purify_lib.runtime import seed_everything
 
 N_TRAIN, N_TEST = 3_000, 500
 

@@ -55,8 +55,8 @@ def test_whitebox_through_a_blur_is_no_better_than_oblivious(mnist_model, test_s
 
 def test_bad_threats_and_missing_attacks_raise(mnist_model, test_set) -> None:
     x, y = test_set
-    with pytest.raises(ValueError, match="none, oblivious, whitebox"):
-        evaluate.robust_accuracy(mnist_model, x, y, attacks.fgsm, threat="bpda", eps=0.1)
+    with pytest.raises(ValueError, match="none, oblivious, whitebox, bpda, eot, bpda_eot"):
+        evaluate.robust_accuracy(mnist_model, x, y, attacks.fgsm, threat="grey", eps=0.1)
     with pytest.raises(ValueError, match="expected an attack"):
         evaluate.robust_accuracy(mnist_model, x, y, threat="whitebox")
     with pytest.raises(ValueError, match="no attack"):

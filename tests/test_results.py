@@ -7,7 +7,11 @@ import pandas as pd
 import pytest
 import torch
 
-from purify_lib import checks, profiles, results
+from purify_lib import checks, profiles, results, runtime
+
+
+ROW = dict(table="T1", dataset="mnist", classifier="lenet", defense="none", attack="fgsm", eps=0.3,
+           metric="accuracy", n=64)
 
 
 @pytest.fixture
@@ -22,7 +26,8 @@ def tree(monkeypatch, tmp_path):
 
 def test_save_writes_tidy_csv_and_provenance(tree):
     res = results.Results("99_demo", profiles.get_profile("smoke"))
-    res.add("T1", "mnist", "lenet", "none", "fgsm", "oblivious", 0.3, "accuracy", 0.125, 64)
+    res.add(table="T1", dataset="mnist", classifier="lenet", defense="none", attack="fgsm", threat="oblivious",
+            eps=0.3, metric="accuracy", value=0.125, n=64)
     csv = res.save()
     assert csv == tree / "results" / "smoke" / "99_demo.csv"
     frame = pd.read_csv(csv)
@@ -35,9 +40,11 @@ def test_save_writes_tidy_csv_and_provenance(tree):
 def test_add_rejects_unknown_threat_and_nan(tree):
     res = results.Results("99_demo", profiles.get_profile("smoke"))
     with pytest.raises(ValueError, match="threat"):
-        res.add("T1", "mnist", "lenet", "none", "fgsm", "grey", 0.3, "accuracy", 0.5, 10)
+        res.add(**ROW, threat="grey", value=0.5)
     with pytest.raises(ValueError, match="value"):
-        res.add("T1", "mnist", "lenet", "none", "fgsm", "none", 0.3, "accuracy", float("nan"), 10)
+        res.add(**ROW, threat="none", value=float("nan"))
+    with pytest.raises(TypeError):
+        res.add("T1", "mnist", "lenet", "none", "fgsm", "none", 0.3, "accuracy", 0.5, 10)  # keywords only
 
 
 def test_side_by_side_joins_published_ours_and_committed(tree):
@@ -46,10 +53,10 @@ def test_side_by_side_joins_published_ours_and_committed(tree):
                         for a, v in (("fgsm", 0.10), ("pgd", 0.01))])
     pub.to_csv(tree / "book" / "published" / "99_demo.csv", index=False)
     committed = results.Results("99_demo", profiles.get_profile("quick"))
-    committed.add("T1", "mnist", "lenet", "none", "fgsm", "oblivious", 0.3, "accuracy", 0.2, 1000)
+    committed.add(**ROW, threat="oblivious", value=0.2)
     committed.save()
     live = results.Results("99_demo", profiles.get_profile("smoke"))
-    live.add("T1", "mnist", "lenet", "none", "fgsm", "oblivious", 0.3, "accuracy", 0.25, 64)
+    live.add(**ROW, threat="oblivious", value=0.25)
     table = results.side_by_side(live.frame, "99_demo", "T1", committed="quick")
     assert list(table["attack"]) == ["fgsm", "pgd"]
     fgsm = table.iloc[0]
@@ -65,7 +72,7 @@ def test_profiles(monkeypatch):
     assert profiles.get_profile("smoke").steps(40) == 4 and profiles.get_profile("quick").steps(40) == 40
     with pytest.raises(ValueError, match="unknown profile"):
         profiles.get_profile("fast")
-    g1, g2 = profiles.seed_everything(3), profiles.seed_everything(3)
+    g1, g2 = runtime.seed_everything(3), runtime.seed_everything(3)
     assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
 
 

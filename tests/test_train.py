@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from purify_lib import attacks, classifiers, train
+from purify_lib import attacks, classifiers, evaluate, train
 
 
 def linear_model() -> nn.Module:
@@ -32,7 +32,7 @@ def test_fit_learns_real_mnist(mnist_data) -> None:
     assert history["train_loss"][-1] < 0.6 * history["train_loss"][0]
     assert history["val_acc"][-1] >= 0.75
     assert not model.training
-    assert history["val_acc"][-1] == pytest.approx(train.accuracy(model, *val))
+    assert history["val_acc"][-1] == pytest.approx(evaluate.accuracy(model, *val))
 
 
 def test_seeded_runs_are_bit_identical(mnist_data) -> None:
@@ -57,9 +57,9 @@ def test_fgsm_adversarial_training_raises_fgsm_accuracy(mnist_data) -> None:
     train.fit(plain, x, y, epochs=3, batch_size=50, lr=2e-3)
     history = train.fit(robust, x, y, epochs=3, batch_size=50, lr=2e-3, adversary=fgsm, clean_weight=0.5)
     assert len(history["adv_acc"]) == 3
-    plain_acc = train.accuracy(plain, fgsm(plain, x_test, y_test), y_test)
-    robust_acc = train.accuracy(robust, fgsm(robust, x_test, y_test), y_test)
-    assert train.accuracy(robust, x_test, y_test) >= 0.7
+    plain_acc = evaluate.accuracy(plain, fgsm(plain, x_test, y_test), y_test)
+    robust_acc = evaluate.accuracy(robust, fgsm(robust, x_test, y_test), y_test)
+    assert evaluate.accuracy(robust, x_test, y_test) >= 0.7
     assert robust_acc >= plain_acc + 0.15, (plain_acc, robust_acc)
 
 
@@ -160,9 +160,66 @@ def test_fit_applies_the_lr_schedule(mnist_data) -> None:
 def test_predict_batches_without_gradients_and_restores_the_mode(mnist_data) -> None:
     x = mnist_data["x_test"][:50]
     model = mlp().train()
-    logits = train.predict(model, x, batch_size=7)
+    logits = evaluate.predict(model, x, batch_size=7)
     assert model.training
     assert not logits.requires_grad
     with torch.no_grad():
         assert torch.allclose(logits, model.eval()(x), atol=1e-6)  # eval mode: dropout off
-    assert torch.allclose(train.predict(model, x, batch_size=512), logits, atol=1e-6)
+    assert torch.allclose(evaluate.predict(model, x, batch_size=512), logits, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ the engine
+def test_run_records_step_metrics_validation_and_keeps_the_best_epoch() -> None:
+    """A step that walks a parameter up then down: keep_best restores the epoch validation liked best."""
+    param = nn.Parameter(torch.zeros(1))
+    holder = nn.Module()
+    holder.p = param
+    moves = iter([1.0, 1.0, -5.0])  # one step per epoch (4 examples, batch 4)
+
+    def step(loop, batch):
+        with torch.no_grad():
+            param.add_(next(moves))
+        return {"value": param.item(), "batch": float(len(batch[0]))}
+
+    history = train.run(step, (torch.arange(4.0),), epochs=3, batch_size=4, modules=[holder],
+                        validate=lambda: {"score": param.item()}, keep_best="score", step_history=True)
+    assert history["value"] == [1.0, 2.0, -3.0] and history["score"] == [1.0, 2.0, -3.0]
+    assert history["best_epoch"] == 2 and param.item() == 2.0
+    assert history["steps"]["batch"] == [4.0, 4.0, 4.0] and len(history["seconds"]) == 3
+    assert not holder.training
+
+
+def test_run_weights_epoch_means_by_batch_size_and_rejects_bad_input() -> None:
+    holder = nn.Linear(1, 1)
+    history = train.run(lambda loop, batch: {"n": float(len(batch[0]))}, (torch.zeros(5),), epochs=1,
+                        batch_size=2, modules=[holder])
+    assert history["n"] == [pytest.approx((2 * 2 + 2 * 2 + 1 * 1) / 5)]
+    with pytest.raises(ValueError, match="equal length"):
+        train.run(lambda loop, batch: {}, (torch.zeros(5), torch.zeros(4)), epochs=1, batch_size=2,
+                  modules=[holder])
+    with pytest.raises(ValueError, match="keep_best"):
+        train.run(lambda loop, batch: {}, (torch.zeros(5),), epochs=1, batch_size=2, modules=[holder],
+                  keep_best="val_acc")
+
+
+def test_random_eps_fgsm_draws_from_its_choices_and_is_seeded(mnist_model, mnist_data) -> None:
+    x, y = mnist_data["x_test"][:32], mnist_data["y_test"][:32]
+    draws = []
+    for seed in (0, 0, 1):
+        adversary = train.RandomEpsFGSM([0.1, 0.3, 0.5, 0.7], seed=seed)
+        draws.append([round((adversary(mnist_model, x, y) - x).abs().max().item(), 4) for _ in range(12)])
+    assert set(draws[0]) <= {0.1, 0.3, 0.5, 0.7} and len(set(draws[0])) >= 3
+    assert draws[0] == draws[1] and draws[0] != draws[2]
+    assert repr(train.RandomEpsFGSM([0.1], seed=3)) == "RandomEpsFGSM(eps_choices=[0.1], seed=3)"
+
+
+def test_load_or_fit_reuses_weights_for_the_same_data_only(mnist_data) -> None:
+    x, y = mnist_data["x_train"][:128], mnist_data["y_train"][:128]
+    adversary = functools.partial(attacks.fgsm, eps=0.1)
+    options = dict(epochs=1, batch_size=64, lr=1e-3, adversary=adversary, clean_weight=0.5)
+    first, h1 = train.load_or_fit("defgan_c", "mnist", x, y, desc="first", **options)
+    again, h2 = train.load_or_fit("defgan_c", "mnist", x, y, desc="again", **options)  # desc is no key
+    assert h1 == h2 and all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
+                                                               again.state_dict().values()))
+    other, h3 = train.load_or_fit("defgan_c", "mnist", x.flip(0), y.flip(0), **options)
+    assert h3 != h1 and not torch.equal(first.state_dict()["body.1.weight"], other.state_dict()["body.1.weight"])

@@ -8,7 +8,9 @@ never a crash. A rerun therefore never retrains what it already has.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import os
 import tempfile
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: histories come from the training engine (train.run)
 
 
 def cache_dir() -> Path:
@@ -34,6 +36,52 @@ def key_hash(key: Mapping[str, Any]) -> str:
     """A stable hex digest of a JSON-able key (non-JSON values are written with ``str``)."""
     text = json.dumps({"cache_version": CACHE_VERSION, **key}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def fingerprint(*tensors: torch.Tensor | None) -> str:
+    """A short content hash of tensors (shape, dtype and values; ``None`` allowed), for cache keys.
+
+    Keys name the data a model was trained on by its content, so two chapters that train the same model on
+    the same images share one cache entry, and a change of data can never reuse stale weights.
+    """
+    digest = hashlib.sha256()
+    for t in tensors:
+        if t is None:
+            digest.update(b"none")
+            continue
+        t = t.detach().cpu().contiguous()
+        digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
+        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return digest.hexdigest()[:16]
+
+
+def describe(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` made key-friendly and stable across runs: tensors and tensor tuples by :func:`fingerprint`,
+    functions by their qualified name, ``functools.partial`` by function and arguments, other callables by
+    ``repr`` (give adversary classes a ``__repr__`` that names their settings)."""
+    def one(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return fingerprint(value)
+        if isinstance(value, (tuple, list)) and value and all(isinstance(v, torch.Tensor) for v in value):
+            return fingerprint(*value)
+        if isinstance(value, functools.partial):
+            return {"function": one(value.func), "args": [one(a) for a in value.args],
+                    **{k: one(v) for k, v in value.keywords.items()}}
+        if inspect.isfunction(value) or inspect.isbuiltin(value):
+            return f"{value.__module__}.{value.__qualname__}"
+        if callable(value):
+            return repr(value)
+        return value
+    return {k: one(v) for k, v in options.items()}
+
+
+def training_key(x: torch.Tensor, y: torch.Tensor, *, seed: int, key: Mapping[str, Any] | None = None,
+                 **options: Any) -> dict[str, Any]:
+    """The cache key of a model trained on ``(x, y)``: their :func:`fingerprint`, the seed, every training
+    option (:func:`describe`; the progress-bar label ``desc`` is left out) and ``key`` (anything else worth
+    naming). The architecture is added by :func:`load_or_train`."""
+    options = {k: v for k, v in options.items() if k != "desc"}
+    return {**(key or {}), "seed": seed, "data": fingerprint(x, y), **describe(options)}
 
 
 def path_for(name: str, key: Mapping[str, Any]) -> Path:

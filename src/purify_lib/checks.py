@@ -37,12 +37,8 @@ def check_image_shape(
     return x
 
 
-def check_images(
-    x: object,
-    name: str = "x",
-    channels: int | Sequence[int] | None = None,
-    size: tuple[int, int] | None = None,
-) -> Tensor:
+def check_images(x: object, name: str = "x", channels: int | Sequence[int] | None = None,
+                 size: tuple[int, int] | None = None) -> Tensor:
     """Check that ``x`` is a float N×C×H×W tensor, finite and in [0, 1].
 
     Args:

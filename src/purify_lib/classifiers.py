@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from purify_lib.checks import check_image_shape
 from purify_lib.data import DatasetInfo, info
-from purify_lib.profiles import get_device
+from purify_lib.runtime import get_device
 
 
 class Dropout(nn.Dropout):

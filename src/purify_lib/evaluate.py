@@ -1,15 +1,19 @@
-"""Accuracy of classifiers, with or without a purifier, under attack.
+"""Evaluation in one place: predictions, accuracy, and accuracy under attack with or without a purifier.
 
-Three threat models, named as in :data:`purify_lib.results.THREATS`:
+The threat models :func:`robust_accuracy` runs, named as in :data:`purify_lib.results.THREATS`:
 
 - ``"none"``: clean accuracy of the (defended) system;
 - ``"oblivious"``: the five papers' setting: the attack sees the classifier alone; its adversarial examples
   are then purified and classified. The attacker ignores the defense, so this measures little;
 - ``"whitebox"``: the attack sees the whole defended system ``classifier(purifier(x))`` and differentiates
-  through it end to end (:class:`Defended`).
+  through it end to end (:class:`Defended`). A purifier whose gradient is masked is refused: zero gradients
+  look like robustness;
+- ``"bpda"``: as white-box, with the purifier's backward pass replaced by the identity or a differentiable
+  surrogate (:func:`purify_lib.adaptive.bpda`);
+- ``"eot"`` and ``"bpda_eot"``: the same on logits averaged over the defense's random draws
+  (:func:`purify_lib.adaptive.eot`).
 
-BPDA, EOT and other adaptive attacks are built by the chapters: pass a suitable ``attack`` (or a model
-wrapper) to :func:`attack_dataset` and score the result with :func:`accuracy`.
+Latent-space and detector-aware attacks (``"adaptive"``) are in :mod:`purify_lib.adaptive`.
 """
 from __future__ import annotations
 
@@ -20,14 +24,43 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from purify_lib import adaptive
 from purify_lib.checks import check_images, check_labels, check_positive
-from purify_lib.results import Results
-from purify_lib.train import accuracy, model_device, predict
+from purify_lib.results import THREATS, Results
+from purify_lib.runtime import model_device
 
-__all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid", "THREATS"]
+__all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid", "RUNNABLE"]
 
 Attack = Callable[..., Tensor]
-THREATS = ("none", "oblivious", "whitebox")
+RUNNABLE = THREATS[:6]
+"""The threat models :func:`robust_accuracy` runs itself: none, oblivious, whitebox, bpda, eot, bpda_eot."""
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
+    """The model's logits for every image in ``x``: batched, without gradients, in eval mode.
+
+    Batches go to the model's device; the logits come back on ``x``'s device, in float32. The model's
+    train/eval mode is restored afterwards.
+    """
+    check_images(x)
+    check_positive(batch_size, "batch_size")
+    device, was_training = model_device(model), model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = [model(x[i:i + batch_size].to(device)).float().to(x.device) for i in range(0, len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 0, device=x.device)
+
+
+def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> float:
+    """The fraction of ``x`` that ``model`` classifies as ``y`` (in [0, 1])."""
+    check_images(x)
+    check_labels(y, len(x))
+    if len(x) == 0:
+        raise ValueError("x: expected at least one image, got 0")
+    return (predict(model, x, batch_size).argmax(1).cpu() == y.cpu()).float().mean().item()
 
 
 class Defended(nn.Module):
@@ -78,6 +111,29 @@ def attack_dataset(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch
     return torch.cat(out) if out else x.clone()
 
 
+def defended_system(classifier: nn.Module, purifier: nn.Module | None, threat: str, *,
+                    backward: nn.Module | None = None, eot_samples: int = 20,
+                    probe: Tensor | None = None) -> nn.Module:
+    """The model an attack under ``threat`` differentiates (see the module docstring).
+
+    ``probe`` (a few images) is used to refuse a white-box or EOT attack through a purifier whose gradient is
+    masked (:func:`purify_lib.adaptive.check_differentiable`): use ``"bpda"`` / ``"bpda_eot"`` there.
+    """
+    if threat not in RUNNABLE or threat == "none":
+        raise ValueError(f"threat: expected one of {', '.join(RUNNABLE[1:])}, got {threat!r}")
+    if threat == "oblivious" or purifier is None:
+        system = classifier
+    elif threat in ("bpda", "bpda_eot"):
+        system = Defended(adaptive.bpda(purifier, backward), classifier)
+    else:
+        if probe is not None:
+            adaptive.check_differentiable(purifier, probe)
+        system = Defended(purifier, classifier)
+    if threat in ("eot", "bpda_eot"):
+        system = adaptive.eot(system, eot_samples)
+    return system
+
+
 def robust_accuracy(
     classifier: nn.Module,
     x: Tensor,
@@ -87,6 +143,8 @@ def robust_accuracy(
     purifier: nn.Module | None = None,
     threat: str = "oblivious",
     batch_size: int = 256,
+    backward: nn.Module | None = None,
+    eot_samples: int = 20,
     desc: str | None = None,
     **attack_params: Any,
 ) -> float:
@@ -97,16 +155,19 @@ def robust_accuracy(
         x, y: clean images and labels.
         attack: ``attack(model, x, y, **attack_params) -> x_adv``; must be ``None`` for threat ``"none"``.
         purifier: images → images, applied before the classifier; ``None`` for an undefended classifier
-            (then ``"oblivious"`` and ``"whitebox"`` coincide).
-        threat: ``"none"``, ``"oblivious"`` (craft on the classifier alone, then purify and classify) or
-            ``"whitebox"`` (craft on ``Defended(purifier, classifier)``).
+            (then every attacked threat is the plain white-box attack on the classifier).
+        threat: one of :data:`RUNNABLE` (see the module docstring).
         batch_size: images per attack batch (and per evaluation batch).
+        backward: BPDA's differentiable surrogate for the purifier (default: the identity).
+        eot_samples: random draws averaged by ``"eot"`` and ``"bpda_eot"``.
         desc: progress-bar label (default: the attack's name and the threat).
         **attack_params: passed to the attack (``eps``, ``alpha``, ``steps``, …).
+
+    The adversarial images are always scored on the real defended system, one random draw per image.
     """
-    if threat not in THREATS:
-        raise ValueError(f"threat: expected one of {', '.join(THREATS)}, got {threat!r} "
-                         "(build BPDA, EOT and other adaptive attacks as an attack or model wrapper)")
+    if threat not in RUNNABLE:
+        raise ValueError(f"threat: expected one of {', '.join(RUNNABLE)}, got {threat!r} "
+                         "(latent-space and detector-aware attacks: see purify_lib.adaptive)")
     check_images(x)
     check_labels(y, len(x))
     system = classifier if purifier is None else Defended(purifier, classifier)
@@ -116,7 +177,8 @@ def robust_accuracy(
         return accuracy(system, x, y, batch_size)
     if attack is None:
         raise ValueError(f"threat {threat!r}: expected an attack")
-    target = classifier if threat == "oblivious" else system
+    target = defended_system(classifier, purifier, threat, backward=backward, eot_samples=eot_samples,
+                             probe=x[:8].to(model_device(classifier)))
     name = _attack_name(attack)
     x_adv = attack_dataset(attack, target, x, y, batch_size, desc=desc or f"{name} ({threat})", **attack_params)
     return accuracy(system, x_adv, y, batch_size)
@@ -135,29 +197,37 @@ def evaluate_grid(
     defenses: Mapping[str, nn.Module | None],
     threats: Sequence[str] = ("oblivious", "whitebox"),
     batch_size: int = 256,
+    eot_samples: int = 20,
+    clean: bool = True,
 ) -> None:
     """Add one ``accuracy`` row to ``results`` per defense × attack × threat.
 
     Args:
         attacks: name → ``(attack, params)``; ``params`` may hold ``eps``, which is recorded (0 if absent).
             The clean row (threat ``"none"``) is added once per defense automatically.
-        defenses: name → purifier (``None`` for the undefended classifier, whose ``"whitebox"`` rows are
-            skipped as they equal ``"oblivious"``).
-        threats: the attacked threat models to run, from ``"oblivious"`` and ``"whitebox"``.
+        defenses: name → purifier (``None`` for the undefended classifier, which is attacked once, as
+            ``"whitebox"``: every threat model is the same attack on it).
+        threats: the attacked threat models to run (from :data:`RUNNABLE`). A threat that does not fit a
+            purifier raises (e.g. ``"whitebox"`` through a non-differentiable one): choose per defense.
+        eot_samples: random draws for ``"eot"`` and ``"bpda_eot"``.
+        clean: also add each defense's clean-accuracy row (threat ``"none"``); turn it off on all but one
+            call when a table is filled by several calls (one per ε, say).
     """
     for threat in threats:
-        if threat not in THREATS or threat == "none":
-            raise ValueError(f"threats: expected 'oblivious' and/or 'whitebox', got {threat!r}")
+        if threat not in RUNNABLE or threat == "none":
+            raise ValueError(f"threats: expected attacked threat models from {', '.join(RUNNABLE[1:])}, "
+                             f"got {threat!r}")
     n = len(x)
+    common = dict(table=table, dataset=dataset, classifier=classifier_name, n=n)
     for defense, purifier in defenses.items():
-        clean = robust_accuracy(classifier, x, y, purifier=purifier, threat="none", batch_size=batch_size)
-        results.add(table, dataset, classifier_name, defense, "none", "none", 0.0, "accuracy", clean, n)
+        if clean:
+            value = robust_accuracy(classifier, x, y, purifier=purifier, threat="none", batch_size=batch_size)
+            results.add(**common, defense=defense, attack="none", threat="none", eps=0.0, metric="accuracy",
+                        value=value)
         for attack_name, (attack, params) in attacks.items():
-            for threat in threats:
-                if purifier is None and threat == "whitebox":
-                    continue
+            for threat in (["whitebox"] if purifier is None else threats):
                 value = robust_accuracy(classifier, x, y, attack, purifier=purifier, threat=threat,
-                                        batch_size=batch_size, desc=f"{defense}: {attack_name} ({threat})",
-                                        **params)
-                results.add(table, dataset, classifier_name, defense, attack_name, threat,
-                            float(params.get("eps", 0.0)), "accuracy", value, n)
+                                        batch_size=batch_size, eot_samples=eot_samples,
+                                        desc=f"{defense}: {attack_name} ({threat})", **params)
+                results.add(**common, defense=defense, attack=attack_name, threat=threat,
+                            eps=float(params.get("eps", 0.0)), metric="accuracy", value=value)

@@ -4,6 +4,7 @@ Images are float C×H×W (or N×C×H×W) tensors in [0, 1], as everywhere in the
 """
 from __future__ import annotations
 
+import inspect
 import io
 from collections.abc import Sequence
 
@@ -16,7 +17,8 @@ from torch import Tensor
 
 from .checks import check_images
 
-__all__ = ["to_numpy_image", "amplify", "image_grid", "accuracy_curves", "prediction_panel", "fig_to_png"]
+__all__ = ["to_numpy_image", "amplify", "image_grid", "accuracy_curves", "prediction_panel", "fig_to_png",
+           "show_code"]
 
 
 def to_numpy_image(image: Tensor) -> np.ndarray:
@@ -179,3 +181,11 @@ def fig_to_png(fig: Figure, dpi: int = 72) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def show_code(obj: object) -> None:
+    """Display the source of a library function or class in a notebook (the book shows a method's core step
+    where it teaches it, d2l style, rather than only calling it)."""
+    from IPython.display import Code, display
+
+    display(Code(inspect.getsource(obj), language="python"))

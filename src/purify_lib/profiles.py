@@ -11,12 +11,8 @@ three values sit side by side where a reader can see them.
 from __future__ import annotations
 
 import os
-import random
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TypeVar
-
-import numpy as np
-import torch
 
 T = TypeVar("T")
 
@@ -25,19 +21,14 @@ PROFILE_NAMES = ("smoke", "quick", "paper")
 
 @dataclass(frozen=True)
 class Profile:
-    """What a run profile means. ``None`` sizes mean "the whole split"."""
+    """What a run profile means: the few knobs every chapter shares. Chapter-specific sizes go through
+    :meth:`pick` in the chapter, and the chapter records what it used (``Results.record_settings``)."""
 
     name: str
-    n_train: int | None
-    n_val: int
-    n_test: int | None
-    epochs: int
-    batch_size: int
-    eval_batch_size: int
-    attack_steps_scale: float
-    restarts: int
-    cw_steps: int
     datasets: tuple[str, ...]
+    eval_batch_size: int
+    restarts: int
+    attack_steps_scale: float
 
     def pick(self, smoke: T, quick: T, paper: T) -> T:
         """Return the value that belongs to this profile."""
@@ -47,21 +38,12 @@ class Profile:
         """Scale a paper's iteration count down for cheaper profiles (never below 1)."""
         return max(1, round(paper_steps * self.attack_steps_scale))
 
-    def as_dict(self) -> dict:
-        """The profile as a plain dict (for provenance files)."""
-        return asdict(self)
-
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", n_train=512, n_val=128, n_test=64, epochs=1, batch_size=64,
-                     eval_batch_size=64, attack_steps_scale=0.1, restarts=1, cw_steps=10,
-                     datasets=("mnist",)),
-    "quick": Profile("quick", n_train=20_000, n_val=2_000, n_test=1_000, epochs=3, batch_size=128,
-                     eval_batch_size=500, attack_steps_scale=1.0, restarts=1, cw_steps=100,
-                     datasets=("mnist",)),
-    "paper": Profile("paper", n_train=None, n_val=5_000, n_test=None, epochs=20, batch_size=128,
-                     eval_batch_size=1_000, attack_steps_scale=1.0, restarts=5, cw_steps=1_000,
-                     datasets=("mnist", "cifar10", "gtsrb")),
+    "smoke": Profile("smoke", datasets=("mnist",), eval_batch_size=64, restarts=1, attack_steps_scale=0.1),
+    "quick": Profile("quick", datasets=("mnist",), eval_batch_size=500, restarts=1, attack_steps_scale=1.0),
+    "paper": Profile("paper", datasets=("mnist", "cifar10", "gtsrb"), eval_batch_size=1_000, restarts=5,
+                     attack_steps_scale=1.0),
 }
 
 
@@ -71,16 +53,3 @@ def get_profile(name: str | None = None) -> Profile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: expected one of {', '.join(PROFILE_NAMES)}")
     return PROFILES[name]
-
-
-def get_device() -> torch.device:
-    """The fastest device here: CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and PyTorch (CPU and CUDA); return a CPU generator with that seed."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)

@@ -1,7 +1,8 @@
 """The results contract: every number a chapter reports comes from one tidy table.
 
 A run writes ``results/<profile>/<chapter>.csv`` with the columns of :data:`COLUMNS` and, beside it,
-``<chapter>.provenance.json`` (profile, device, torch version, git commit, date, seconds). Published numbers,
+``<chapter>.provenance.json`` (profile, device, torch version, git commit, date, seconds, and the settings the
+chapter really used, recorded with :meth:`Results.record_settings`). Published numbers,
 typed from the papers, live in ``book/published/<chapter>.csv`` (the same columns, ``n`` replaced by
 ``source``) and are always labelled "published".
 """
@@ -20,11 +21,20 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .profiles import Profile, get_device
+from .profiles import Profile
+from .runtime import get_device
 
 COLUMNS = ("chapter", "table", "dataset", "classifier", "defense", "attack", "threat", "eps", "metric",
            "value", "n")
-THREATS = ("none", "oblivious", "whitebox", "bpda", "eot", "blackbox", "adaptive")
+THREATS = ("none", "oblivious", "whitebox", "bpda", "eot", "bpda_eot", "blackbox", "adaptive")
+"""Every threat model a row can carry (:mod:`purify_lib.evaluate` runs the first six):
+
+- ``none``: clean inputs; ``oblivious``: the papers' setting, the attack sees the classifier alone;
+- ``whitebox``: the attack differentiates through the whole defended system;
+- ``bpda``: white-box with the non-differentiable parts replaced by a surrogate on the backward pass;
+- ``eot``: white-box on the expectation over the defense's randomness; ``bpda_eot``: both;
+- ``blackbox``: transferred from a substitute; ``adaptive``: any other attack built for the defense
+  (latent-space, detector-aware)."""
 KEY = ("table", "dataset", "classifier", "defense", "attack", "threat", "eps", "metric")
 
 
@@ -71,11 +81,20 @@ class Results:
         self.chapter = chapter
         self.profile = profile
         self.rows: list[dict[str, Any]] = []
+        self.settings: dict[str, Any] = {}
         self._start = time.perf_counter()
 
-    def add(self, table: str, dataset: str, classifier: str, defense: str, attack: str, threat: str,
+    def record_settings(self, **settings: Any) -> None:
+        """Record sizes and hyper-parameters this run really used (written to the provenance file).
+
+        Record measured sizes (``n_train=len(x_train)``), not intended ones, so the file cannot disagree with
+        what ran.
+        """
+        self.settings.update(settings)
+
+    def add(self, *, table: str, dataset: str, classifier: str, defense: str, attack: str, threat: str,
             eps: float, metric: str, value: float, n: int) -> None:
-        """Record one number. ``threat`` must be one of :data:`THREATS`."""
+        """Record one number (keyword arguments only). ``threat`` must be one of :data:`THREATS`."""
         if threat not in THREATS:
             raise ValueError(f"threat: expected one of {', '.join(THREATS)}, got {threat!r}")
         if not isinstance(value, (int, float)) or math.isnan(float(value)):
@@ -83,6 +102,18 @@ class Results:
         self.rows.append(dict(chapter=self.chapter, table=table, dataset=dataset, classifier=classifier,
                               defense=defense, attack=attack, threat=threat, eps=float(eps), metric=metric,
                               value=float(value), n=int(n)))
+
+    def value(self, **where: Any) -> float:
+        """The one number whose row matches ``where`` (column=value; floats such as ``eps`` to 1e-6), NaN if
+        none does; ``ValueError`` if several do, since then ``where`` is ambiguous."""
+        f = self.frame
+        for k, v in where.items():
+            if k not in COLUMNS:
+                raise ValueError(f"{k}: expected a column of {', '.join(COLUMNS)}")
+            f = f[(f[k] - v).abs() < 1e-6] if isinstance(v, float) else f[f[k] == v]
+        if len(f) > 1:
+            raise ValueError(f"{len(f)} rows match {where}: name more columns")
+        return float(f["value"].iloc[0]) if len(f) else float("nan")
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -99,7 +130,7 @@ class Results:
                           torch=torch.__version__, commit=git_commit(),
                           date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                           seconds=round(time.perf_counter() - self._start, 1), rows=len(self.rows),
-                          settings=self.profile.as_dict())
+                          settings=json.loads(json.dumps(self.settings, default=str)))
         (folder / f"{self.chapter}.provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
         return csv
 
@@ -114,8 +145,11 @@ def load(chapter: str, profile: str) -> tuple[pd.DataFrame, dict] | None:
 
 
 def published(chapter: str) -> pd.DataFrame:
-    """The numbers typed from the paper for ``chapter`` (``book/published/<chapter>.csv``)."""
-    return pd.read_csv(repo_root() / "book" / "published" / f"{chapter}.csv")
+    """The numbers typed from the paper for ``chapter`` (``book/published/<chapter>.csv``; none: empty)."""
+    path = repo_root() / "book" / "published" / f"{chapter}.csv"
+    if not path.is_file():
+        return pd.DataFrame(columns=[*COLUMNS[:-1], "source"])
+    return pd.read_csv(path)
 
 
 def side_by_side(ours: pd.DataFrame, chapter: str, table: str, committed: str | None = None) -> pd.DataFrame:
@@ -148,3 +182,43 @@ def side_by_side(ours: pd.DataFrame, chapter: str, table: str, committed: str | 
     merged["ours − published"] = merged["ours"] - merged["published"]
     varying = [k for k in KEY if k != "table" and merged[k].nunique(dropna=False) > 1]
     return merged[varying + [c for c in merged.columns if c not in KEY]].reset_index(drop=True)
+
+
+def compare(run: Results, table: str, committed: str | None = "quick") -> tuple[pd.DataFrame, str]:
+    """The compact comparison a chapter shows for one table: published | ours | Δ, and the committed run.
+
+    Rows this run did not produce (a dataset the profile skips) are dropped and counted in the note; the
+    committed run's column (``ours (<profile>)``) appears only when this run is of another profile. Δ is
+    ``ours − published``.
+
+    Returns:
+        ``(frame, note)``: the table, and one line saying what was dropped and where the committed run came
+        from ("" when there is nothing to say).
+    """
+    other = committed if committed and committed != run.profile.name else None
+    frame = side_by_side(run.frame, run.chapter, table, committed=other)
+    frame = frame.rename(columns={"ours − published": "Δ"})
+    if frame["published"].isna().all():
+        frame = frame.drop(columns=["published", "Δ"])
+    missing = frame["ours"].isna()
+    notes = []
+    if missing.any():
+        where = ""
+        if "dataset" in frame:
+            where = f" ({', '.join(sorted(frame.loc[missing, 'dataset'].astype(str).unique()))})"
+        notes.append(f"{int(missing.sum())} published rows not run at profile `{run.profile.name}`{where}.")
+    if other:
+        found = load(run.chapter, other)
+        notes.append(f"`ours ({other})`: the committed run of {found[1].get('date', '?')}, commit "
+                     f"{found[1].get('commit', '?')}." if found else f"No committed `{other}` run was found.")
+    return frame[~missing].reset_index(drop=True), " ".join(notes)
+
+
+def show(run: Results, table: str, committed: str | None = "quick") -> None:
+    """Display :func:`compare`'s table with its note below it (in a notebook)."""
+    from IPython.display import Markdown, display
+
+    frame, note = compare(run, table, committed)
+    display(frame.style.format(precision=3, na_rep="—").hide(axis="index"))
+    if note:
+        display(Markdown(note))

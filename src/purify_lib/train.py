@@ -1,66 +1,45 @@
-"""One supervised training loop, and the classifier-side baselines the papers compare against.
+"""Training: one engine every method runs on, the supervised step, and the training adversaries.
 
-:func:`fit` trains any classifier in place. Its options give the baselines:
+:func:`run` is the loop (airbench is the model: the settings up front, one loop to read top to bottom). It owns
+what every training run repeats: batching, shuffling from a seed, moving batches to the device, the progress
+bar, the learning-rate schedule, mixed precision where the device supports it, per-epoch history and timing,
+and an optional per-epoch validation hook. A method writes only its *step*: what happens to one batch (the
+losses and the optimiser updates). :func:`fit` is the supervised step; APE-GAN's and GanDef's steps live in
+their ``defenses/`` modules.
+
+:func:`fit`'s options give the classifier baselines the papers compare against:
 
 - plain training (the default);
 - adversarial training (Goodfellow et al. 2015; Madry et al. 2018): ``adversary`` crafts examples on the fly
   against the current model, ``clean_weight`` is the share of the loss on clean inputs (0 → Madry's
-  "pure PGD", 0.5 → "mix PGD" and Goodfellow's FGSM adversarial training);
+  "pure PGD", 0.5 → "mix PGD" and Goodfellow's FGSM adversarial training); :class:`WarmupPGD` and
+  :class:`RandomEpsFGSM` are two such adversaries;
 - adversarial logit pairing (Kannan et al. 2018): ``logit_pairing`` > 0;
 - distillation on soft labels: ``soft_targets`` and ``temperature``, used by :func:`defensive_distillation`.
-
-:func:`predict` is the one place that runs a model over a dataset; :func:`accuracy` builds on it.
 """
 from __future__ import annotations
 
+import copy
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from purify_lib import cache, classifiers
+from purify_lib.attacks import fgsm, pgd
 from purify_lib.checks import check_images, check_labels, check_positive
-from purify_lib.profiles import seed_everything
+from purify_lib.evaluate import accuracy, predict
+from purify_lib.runtime import model_device, seed_everything
 
 Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 OPTIMIZERS = ("adam", "sgd")
 LR_SCHEDULES = ("constant", "decay")
 DECAY_START = 0.4
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (the CPU for a model without parameters)."""
-    param = next(model.parameters(), None)
-    return param.device if param is not None else torch.device("cpu")
-
-
-def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
-    """The model's logits for every image in ``x``: batched, without gradients, in eval mode.
-
-    Batches go to the model's device; the logits come back on ``x``'s device, in float32. The model's
-    train/eval mode is restored afterwards.
-    """
-    check_images(x)
-    check_positive(batch_size, "batch_size")
-    device, was_training = model_device(model), model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = [model(x[i:i + batch_size].to(device)).float().to(x.device) for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 0, device=x.device)
-
-
-def accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> float:
-    """The fraction of ``x`` that ``model`` classifies as ``y`` (in [0, 1])."""
-    check_images(x)
-    check_labels(y, len(x))
-    if len(x) == 0:
-        raise ValueError("x: expected at least one image, got 0")
-    return (predict(model, x, batch_size).argmax(1).cpu() == y.cpu()).float().mean().item()
 
 
 def lr_factor(schedule: str, progress: float) -> float:
@@ -86,6 +65,134 @@ def lr_scheduler(optimizers: list[torch.optim.Optimizer], schedule: str,
             for opt in optimizers]
 
 
+class Loop:
+    """What a step needs from the engine: the device, mixed precision and the optimiser update.
+
+    A step computes its losses inside ``with loop.autocast():`` and applies each with
+    ``loop.update(optimizer, loss)``. ``epoch`` and ``step`` count from 0; ``total_steps`` is the run's length.
+    """
+
+    def __init__(self, device: torch.device, total_steps: int) -> None:
+        self.device, self.total_steps = device, total_steps
+        self.epoch = self.step = 0
+        self.amp_dtype, self.scaler = _mixed_precision(device)
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision on CUDA (bf16, else fp16), a no-op elsewhere."""
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+
+    def update(self, optimizer: torch.optim.Optimizer, loss: Tensor) -> None:
+        """Zero the gradients, back-propagate ``loss`` (scaled under fp16) and step ``optimizer``."""
+        optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        self.scaler.scale(loss).backward()
+        self.scaler.step(optimizer)
+        self.scaler.update()
+
+
+Step = Callable[[Loop, tuple[Tensor, ...]], Mapping[str, float]]
+"""``step(loop, batch) -> metrics``: one batch of training; ``batch`` holds the rows of every tensor given to
+:func:`run`, on the device. Returns per-batch means (floats), averaged over each epoch by the engine."""
+
+
+def run(
+    step: Step,
+    tensors: Sequence[Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    modules: Sequence[nn.Module],
+    optimizers: Sequence[torch.optim.Optimizer] = (),
+    lr_schedule: str = "constant",
+    seed: int = 0,
+    validate: Callable[[], Mapping[str, float]] | None = None,
+    keep_best: str | None = None,
+    step_history: bool = False,
+    desc: str = "train",
+) -> dict[str, Any]:
+    """The training engine: ``epochs`` passes over ``tensors`` in seeded random batches, ``step`` on each.
+
+    Args:
+        step: the method's step (see :data:`Step`).
+        tensors: equally long tensors (images, labels, pairs ...) batched together; they stay where they are
+            and each batch is moved to the device of ``modules[0]``.
+        epochs, batch_size: the usual.
+        modules: the trained networks: in train mode during an epoch, eval mode for validation and at the end.
+        optimizers: stepped by ``step``; the engine drives their learning-rate schedule.
+        lr_schedule: ``"constant"`` or ``"decay"`` (see :func:`lr_factor`), applied after every step.
+        seed: seeds shuffling (a ``torch.Generator``) and the global RNGs (initial random starts, dropout), so
+            two runs with the same seed, data and initial weights are bit-identical on the CPU.
+        validate: called after every epoch in eval mode; returns named numbers to record (e.g. ``val_acc``).
+            Select models on a validation split, never on the test split.
+        keep_best: the name of a number ``validate`` returns: at the end the modules are restored to the epoch
+            where it was highest (checkpoint selection on validation).
+        step_history: also record every step's metrics, under ``history["steps"]``.
+        desc: the progress bar's label.
+
+    Returns:
+        ``history``: one list entry per epoch for each metric ``step`` returns and each number ``validate``
+        returns, ``seconds`` per epoch, ``best_epoch`` (1-based, with ``keep_best``) and ``steps`` (with
+        ``step_history``: one list entry per step).
+    """
+    if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+        raise ValueError("tensors: expected one or more tensors of equal length")
+    if len(tensors[0]) == 0:
+        raise ValueError("tensors: expected at least one training example, got 0")
+    epochs, batch_size = int(check_positive(epochs, "epochs")), int(check_positive(batch_size, "batch_size"))
+    if not modules:
+        raise ValueError("modules: expected the networks being trained")
+    if keep_best is not None and validate is None:
+        raise ValueError("keep_best needs a validate hook")
+    n = len(tensors[0])
+    loop = Loop(model_device(modules[0]), epochs * -(-n // batch_size))
+    schedulers = lr_scheduler(list(optimizers), lr_schedule, loop.total_steps)
+    generator = seed_everything(seed)
+    history: dict[str, Any] = {"seconds": []}
+    steps: dict[str, list[float]] = {}
+    best, best_state = -math.inf, None
+
+    for epoch in range(epochs):
+        loop.epoch, start = epoch, time.perf_counter()
+        for module in modules:
+            module.train()
+        sums: dict[str, float] = {}
+        seen = 0
+        bar = tqdm(torch.randperm(n, generator=generator).split(batch_size),
+                   desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
+        for idx in bar:
+            batch = tuple(t[idx].to(loop.device, non_blocking=True) for t in tensors)
+            metrics = step(loop, batch)
+            for scheduler in schedulers:
+                scheduler.step()
+            loop.step += 1
+            seen += len(idx)
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+                if step_history:
+                    steps.setdefault(k, []).append(float(v))
+            bar.set_postfix({k: f"{v / seen:.3f}" for k, v in list(sums.items())[:2]})
+        for module in modules:
+            module.eval()
+        for k, v in sums.items():
+            history.setdefault(k, []).append(v / seen)
+        if validate is not None:
+            for k, v in validate().items():
+                history.setdefault(k, []).append(float(v))
+            if keep_best is not None and history[keep_best][-1] > best:
+                best, history["best_epoch"] = history[keep_best][-1], epoch + 1
+                best_state = [copy.deepcopy(m.state_dict()) for m in modules]
+        history["seconds"].append(time.perf_counter() - start)
+    if best_state is not None:
+        for module, state in zip(modules, best_state):
+            module.load_state_dict(state)
+    if step_history:
+        history["steps"] = steps
+    return history
+
+
 def _mixed_precision(device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:
     """Mixed precision on CUDA only: bf16 where supported (no scaler needed), else fp16 with a scaler."""
     if device.type != "cuda":
@@ -101,6 +208,44 @@ def _check_soft_targets(t: Tensor, n: int) -> None:
         raise ValueError(f"soft_targets: expected a float N×C tensor of probabilities with N = {n}, got {got}")
     if (t < 0).any() or not torch.allclose(t.sum(1), torch.ones(n, dtype=t.dtype, device=t.device), atol=1e-3):
         raise ValueError("soft_targets: expected non-negative rows that sum to 1")
+
+
+def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, adversary: Adversary | None = None,
+                    clean_weight: float = 0.0, logit_pairing: float = 0.0, temperature: float = 1.0) -> Step:
+    """:func:`fit`'s step on a batch ``(x, y, targets)``: cross-entropy on clean and/or adversarial inputs.
+
+    loss = w·CE(x) + (1 − w)·CE(x_adv) [+ λ·‖logits(x) − logits(x_adv)‖²], with ``w = clean_weight`` (1 without
+    an adversary) and every CE taken on ``logits / temperature`` against ``targets`` (labels or soft labels).
+    """
+    need_clean = adversary is None or clean_weight > 0 or logit_pairing > 0
+
+    def step(loop: Loop, batch: tuple[Tensor, ...]) -> dict[str, float]:
+        x, y, targets = batch
+        x_adv = None
+        if adversary is not None:
+            model.eval()  # craft against the current model with dropout off and batch-norm statistics frozen
+            x_adv = adversary(model, x, y).detach()
+            model.train()
+        with loop.autocast():
+            loss = torch.zeros((), device=loop.device)
+            logits = logits_adv = None
+            if need_clean:
+                logits = model(x).float()
+                weight = 1.0 if adversary is None else clean_weight
+                loss = loss + weight * F.cross_entropy(logits / temperature, targets)
+            if x_adv is not None:
+                logits_adv = model(x_adv).float()
+                loss = loss + (1.0 - clean_weight) * F.cross_entropy(logits_adv / temperature, targets)
+                if logit_pairing > 0:
+                    loss = loss + logit_pairing * (logits - logits_adv).pow(2).sum(1).mean()
+        loop.update(optimizer, loss)
+        shown = logits if logits is not None else logits_adv
+        metrics = {"train_loss": loss.item(), "train_acc": (shown.argmax(1) == y).float().mean().item()}
+        if logits_adv is not None:
+            metrics["adv_acc"] = (logits_adv.argmax(1) == y).float().mean().item()
+        return metrics
+
+    return step
 
 
 def fit(
@@ -123,11 +268,11 @@ def fit(
     temperature: float = 1.0,
     desc: str = "train",
 ) -> dict[str, list[float]]:
-    """Train ``model`` in place with cross-entropy on ``(x, y)``; leave it in eval mode.
+    """Train ``model`` in place with cross-entropy on ``(x, y)`` (:func:`supervised_step` on :func:`run`).
 
     Training runs on the model's device (move it first, e.g. ``build`` puts it on ``get_device()``); data
     batches are moved there. On CUDA the forward passes use mixed precision (bf16, else fp16 with loss
-    scaling); adversarial examples are always crafted in full precision.
+    scaling); adversarial examples are always crafted in full precision. The model ends in eval mode.
 
     Args:
         model: the classifier (returns logits).
@@ -138,8 +283,7 @@ def fit(
         weight_decay: L2 penalty handed to the optimizer.
         val: ``(x_val, y_val)``: accuracy on it is recorded after every epoch (select models on this, never on
             the test split).
-        seed: seeds shuffling (a ``torch.Generator``) and the global RNGs (dropout, attack random starts), so
-            two runs with the same seed, data and initial weights are identical on the CPU.
+        seed: seeds shuffling and the global RNGs (see :func:`run`).
         adversary: ``adversary(model, xb, yb) -> xb_adv``, e.g.
             ``functools.partial(attacks.pgd, eps=0.3, alpha=0.01, steps=40)``: crafted each batch against the
             current model, in eval mode (dropout off, batch-norm statistics frozen).
@@ -162,7 +306,6 @@ def fit(
     check_labels(y, len(x))
     if len(x) == 0:
         raise ValueError("x: expected at least one training image, got 0")
-    epochs, batch_size = int(check_positive(epochs, "epochs")), int(check_positive(batch_size, "batch_size"))
     check_positive(lr, "lr")
     check_positive(weight_decay, "weight_decay", allow_zero=True)
     check_positive(temperature, "temperature")
@@ -178,89 +321,100 @@ def fit(
         check_labels(val[1], len(val[0]), "val[1]")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    lr_factor(lr_schedule, 0.0)
 
-    device = model_device(model)
     if optimizer == "adam":
         opt: torch.optim.Optimizer = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
     else:
         opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
-    (scheduler,) = lr_scheduler([opt], lr_schedule, epochs * -(-len(x) // batch_size))
-    amp_dtype, scaler = _mixed_precision(device)
-    generator = seed_everything(seed)
-    targets = soft_targets if soft_targets is not None else y
-    need_clean = adversary is None or clean_weight > 0 or logit_pairing > 0
-    history: dict[str, list[float]] = {"train_loss": [], "train_acc": [], "adv_acc": [], "val_acc": [],
-                                       "seconds": []}
-
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        order = torch.randperm(len(x), generator=generator)
-        total_loss = total_correct = total_adv_correct = 0.0
-        seen = 0
-        bar = tqdm(range(0, len(x), batch_size), desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
-        for i in bar:
-            idx = order[i:i + batch_size]
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
-            tb = targets[idx].to(device, non_blocking=True)
-            xb_adv = None
-            if adversary is not None:
-                model.eval()
-                xb_adv = adversary(model, xb, yb).detach()
-            model.train()
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                loss = torch.zeros((), device=device)
-                logits = logits_adv = None
-                if need_clean:
-                    logits = model(xb).float()
-                    loss = loss + (1.0 if adversary is None else clean_weight) * F.cross_entropy(logits / temperature, tb)
-                if xb_adv is not None:
-                    logits_adv = model(xb_adv).float()
-                    loss = loss + (1.0 - clean_weight) * F.cross_entropy(logits_adv / temperature, tb)
-                    if logit_pairing > 0:
-                        loss = loss + logit_pairing * (logits - logits_adv).pow(2).sum(1).mean()
-            opt.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-            else:
-                loss.backward()
-                opt.step()
-            scheduler.step()
-            n = len(idx)
-            seen += n
-            total_loss += loss.item() * n
-            shown = logits if logits is not None else logits_adv
-            total_correct += (shown.argmax(1) == yb).sum().item()
-            if logits_adv is not None:
-                total_adv_correct += (logits_adv.argmax(1) == yb).sum().item()
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{total_correct / seen:.3f}")
-        model.eval()
-        history["train_loss"].append(total_loss / seen)
-        history["train_acc"].append(total_correct / seen)
-        if adversary is not None:
-            history["adv_acc"].append(total_adv_correct / seen)
-        if val is not None:
-            history["val_acc"].append(accuracy(model, *val))
-        history["seconds"].append(time.perf_counter() - start)
-    model.eval()
-    return history
+    step = supervised_step(model, opt, adversary=adversary, clean_weight=clean_weight,
+                           logit_pairing=logit_pairing, temperature=temperature)
+    validate = None if val is None else (lambda: {"val_acc": accuracy(model, *val)})
+    history = run(step, (x, y, soft_targets if soft_targets is not None else y), epochs=epochs,
+                  batch_size=batch_size, modules=[model], optimizers=[opt], lr_schedule=lr_schedule, seed=seed,
+                  validate=validate, desc=desc)
+    return {k: history.get(k, []) for k in ("train_loss", "train_acc", "adv_acc", "val_acc", "seconds")}
 
 
-def defensive_distillation(
-    student: nn.Module,
-    teacher: nn.Module,
+def load_or_fit(
+    classifier: str,
+    dataset: str,
     x: Tensor,
     y: Tensor,
     *,
-    temperature: float,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    val: tuple[Tensor, Tensor] | None = None,
+    key: Mapping[str, Any] | None = None,
     seed: int = 0,
-    desc: str = "distillation",
-) -> dict[str, dict[str, list[float]]]:
+    **options: Any,
+) -> tuple[nn.Module, dict[str, list[float]]]:
+    """Build classifier ``classifier`` for ``dataset`` and train it with :func:`fit` (or load it from the cache).
+
+    The cache key holds a fingerprint of ``x`` and ``y`` (and of ``val``), the classifier, ``seed``, every
+    :func:`fit` option (an adversary by its ``repr``) and ``key`` (anything else worth naming). So a chapter
+    that trains the same model on the same images as another reuses its weights, and nothing else does.
+
+    Returns:
+        ``(model, history)``: the trained model in eval mode on :func:`purify_lib.runtime.get_device`, and
+        :func:`fit`'s history.
+    """
+    seed_everything(seed)
+    model = classifiers.build(classifier, dataset)
+    full_key = cache.training_key(x, y, seed=seed, key={**(key or {}), "dataset": dataset}, **options)
+    return cache.load_or_train(model, lambda m: fit(m, x, y, seed=seed, **options), full_key,
+                               name=f"{classifier}-{dataset}")
+
+
+class WarmupPGD:
+    """A training adversary: :func:`purify_lib.attacks.pgd` whose ``eps`` and ``alpha`` grow linearly from
+    ``1/warmup`` of their values to the full values over the first ``warmup`` calls (batches).
+
+    Starting adversarial training at the full ε = 0.3 on MNIST can leave a freshly initialised network stuck
+    at chance for a long time (the loss on PGD examples carries no usable signal at first); a short ramp
+    avoids that. Use a fresh instance per training run (it counts its calls).
+    """
+
+    def __init__(self, eps: float, alpha: float, steps: int, warmup: int = 0, random_start: bool = True) -> None:
+        self.eps, self.alpha = check_positive(eps, "eps"), check_positive(alpha, "alpha")
+        self.steps, self.warmup, self.random_start = int(steps), int(warmup), random_start
+        if self.steps < 1 or self.warmup < 0:
+            raise ValueError(f"steps ≥ 1 and warmup ≥ 0 expected, got steps={steps!r}, warmup={warmup!r}")
+        self.calls = 0
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        self.calls += 1
+        scale = min(1.0, self.calls / self.warmup) if self.warmup else 1.0
+        return pgd(model, x, y, eps=self.eps * scale, alpha=self.alpha * scale, steps=self.steps,
+                   random_start=self.random_start)
+
+    def __repr__(self) -> str:
+        return (f"WarmupPGD(eps={self.eps}, alpha={self.alpha}, steps={self.steps}, warmup={self.warmup}, "
+                f"random_start={self.random_start})")
+
+
+class RandomEpsFGSM:
+    """A training adversary: FGSM with an ε drawn per batch from ``eps_choices`` (seeded).
+
+    The APE-GAN++ authors' adversarial-training baseline (ART's ``AdversarialTrainer`` with FGSM at
+    ε ∈ {0.1, 0.3, 0.5, 0.7}) picks one of its attacks at random for every batch; this does the same.
+    """
+
+    def __init__(self, eps_choices: Sequence[float], seed: int = 0) -> None:
+        if not eps_choices:
+            raise ValueError("eps_choices: expected at least one ε")
+        self.eps_choices = tuple(check_positive(e, "eps_choices[]") for e in eps_choices)
+        self.seed = seed
+        self._generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+        i = int(torch.randint(len(self.eps_choices), (1,), generator=self._generator))
+        return fgsm(model, x, y, eps=self.eps_choices[i])
+
+    def __repr__(self) -> str:
+        return f"RandomEpsFGSM(eps_choices={list(self.eps_choices)}, seed={self.seed})"
+
+
+def defensive_distillation(student: nn.Module, teacher: nn.Module, x: Tensor, y: Tensor, *, temperature: float,
+                           seed: int = 0, desc: str = "distillation",
+                           **options: Any) -> dict[str, dict[str, list[float]]]:
     """Defensive distillation (Papernot et al. 2016), in place on ``student``.
 
     1. Train ``teacher`` on the hard labels at temperature T (softmax(logits / T)).
@@ -281,11 +435,13 @@ def defensive_distillation(
             lambda s: defensive_distillation(s, build("lenet", "mnist"), x, y, temperature=100, ...),
             key=dict(...))
 
+    ``options`` (``epochs``, ``batch_size``, ``lr``, ``val`` ...) go to both :func:`fit` calls.
+
     Returns:
         ``{"teacher": history, "student": history}`` (see :func:`fit`). Both models are left in eval mode.
     """
     check_positive(temperature, "temperature")
-    common = dict(epochs=epochs, batch_size=batch_size, lr=lr, val=val, temperature=temperature)
+    common = dict(options, temperature=temperature)
     teacher_history = fit(teacher, x, y, seed=seed, desc=f"{desc}: teacher", **common)
     soft = torch.softmax(predict(teacher, x) / temperature, dim=1)
     student_history = fit(student, x, y, seed=seed + 1, soft_targets=soft, desc=f"{desc}: student", **common)

@@ -27,7 +27,6 @@ The paper's FGSM ε is "15" (MNIST) and "5" (CIFAR-10, GTSRB) without a scale; r
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -40,7 +39,8 @@ from .. import cache
 from ..attacks import bim, fgsm
 from ..checks import check_image_shape, check_images, check_labels, check_positive
 from ..evaluate import attack_dataset
-from ..profiles import get_device, seed_everything
+from ..runtime import get_device, model_device
+from ..train import Loop, Step, run
 
 EPS_PAPER: dict[str, float] = {"mnist": 15 / 255, "cifar10": 5 / 255, "gtsrb": 5 / 255}
 """The paper's FGSM ε ("15" and "5") read as 0–255 units, on the [0, 1] scale."""
@@ -118,6 +118,37 @@ def generator_losses(purified: Tensor, clean: Tensor, d_logits: Tensor,
     return {"total": w1 * mse + w2 * adv + w3 * tv, "mse": mse, "adv": adv, "tv": tv}
 
 
+def apegan_step(generator: APEGAN, discriminator: Discriminator, opt_g: torch.optim.Optimizer,
+                opt_d: torch.optim.Optimizer, *, weights: Sequence[float] = PAPER_WEIGHTS, g_steps: int = 2) -> Step:
+    """APE-GAN's step on a batch ``(clean, adversarial)``: one discriminator update, then ``g_steps`` generator
+    updates on ``l_ae`` (the paper's two G steps per D step, on the same batch).
+
+    The discriminator learns to tell clean images (label 1) from purified ones (label 0); the generator then
+    minimises ``ξ1·MSE(G(x_adv), x) − ξ2·log D(G(x_adv)) + ξ3·TV(G(x_adv))`` (:func:`generator_losses`).
+    Returns the discriminator's loss and the mean of each generator term over the ``g_steps`` updates.
+    """
+    def step(loop: Loop, batch: tuple[Tensor, ...]) -> dict[str, float]:
+        clean, adv = batch
+        with loop.autocast():
+            with torch.no_grad():
+                fake = generator(adv)
+            real_logits, fake_logits = discriminator(clean), discriminator(fake)
+            d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                      + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        loop.update(opt_d, d_loss)
+        totals = dict.fromkeys(("g_loss", "mse", "adv", "tv"), 0.0)
+        for _ in range(g_steps):
+            with loop.autocast():
+                purified = generator(adv)
+                losses = generator_losses(purified.float(), clean, discriminator(purified).float(), weights)
+            loop.update(opt_g, losses["total"])
+            for k, name in (("g_loss", "total"), ("mse", "mse"), ("adv", "adv"), ("tv", "tv")):
+                totals[k] += losses[name].item() / g_steps
+        return {"d_loss": d_loss.item(), **totals}
+
+    return step
+
+
 def train_apegan(
     generator: APEGAN,
     discriminator: Discriminator,
@@ -133,12 +164,13 @@ def train_apegan(
 ) -> dict[str, Any]:
     """Train ``generator`` and ``discriminator`` in place on pairs ``(x_adv[i], x_clean[i])``.
 
-    Each batch: one discriminator step (clean images vs ``G(x_adv)``), then ``g_steps`` generator steps on
-    ``l_ae``. Adam with ``betas=(0.5, 0.999)``.
+    :func:`apegan_step` on the training engine (:func:`purify_lib.train.run`); Adam with ``betas=(0.5, 0.999)``
+    for both players.
 
     Returns:
-        A history dict: per-generator-step lists ``g_loss``, ``mse``, ``adv``, ``tv``; per-discriminator-step
-        list ``d_loss``; the counts ``g_updates`` and ``d_updates``; and ``seconds``.
+        The engine's history with per-step lists (``history["steps"]``: ``d_loss``, ``g_loss``, ``mse``,
+        ``adv``, ``tv``), per-epoch means of the same, ``seconds`` per epoch, and the counts ``g_updates`` and
+        ``d_updates``.
     """
     check_images(x_clean, "x_clean", channels=generator.channels)
     check_images(x_adv, "x_adv", channels=generator.channels)
@@ -153,47 +185,15 @@ def train_apegan(
     for i, w in enumerate(weights, 1):
         check_positive(w, f"weights[ξ{i}]", allow_zero=True)
 
-    device = next(generator.parameters()).device
-    discriminator.to(device)
-    gen = seed_everything(seed)
+    discriminator.to(model_device(generator))
     opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
-    history: dict[str, Any] = {k: [] for k in ("g_loss", "mse", "adv", "tv", "d_loss")}
-    history.update(g_updates=0, d_updates=0)
-    generator.train()
-    discriminator.train()
-    start = time.perf_counter()
-    n = len(x_clean)
-    steps = epochs * -(-n // batch_size)
-    with tqdm(total=steps, desc="APE-GAN", leave=False) as bar:
-        for _ in range(epochs):
-            for idx in torch.randperm(n, generator=gen).split(batch_size):
-                clean, adv = x_clean[idx].to(device), x_adv[idx].to(device)
-                with torch.no_grad():
-                    fake = generator(adv)
-                real_logits, fake_logits = discriminator(clean), discriminator(fake)
-                d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
-                          + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-                opt_d.zero_grad(set_to_none=True)
-                d_loss.backward()
-                opt_d.step()
-                history["d_loss"].append(d_loss.item())
-                history["d_updates"] += 1
-                for _ in range(g_steps):
-                    purified = generator(adv)
-                    losses = generator_losses(purified, clean, discriminator(purified), weights)
-                    opt_g.zero_grad(set_to_none=True)
-                    losses["total"].backward()
-                    opt_g.step()
-                    history["g_loss"].append(losses["total"].item())
-                    for k in ("mse", "adv", "tv"):
-                        history[k].append(losses[k].item())
-                    history["g_updates"] += 1
-                bar.update()
-                bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{losses['total'].item():.3f}")
-    generator.eval()
-    discriminator.eval()
-    history["seconds"] = time.perf_counter() - start
+    step = apegan_step(generator, discriminator, opt_g, opt_d, weights=weights, g_steps=g_steps)
+    history = run(step, (x_clean, x_adv), epochs=epochs, batch_size=batch_size,
+                  modules=[generator, discriminator], optimizers=[opt_g, opt_d], seed=seed, step_history=True,
+                  desc="APE-GAN")
+    history["d_updates"] = len(history["steps"]["d_loss"])
+    history["g_updates"] = g_steps * history["d_updates"]
     return history
 
 
@@ -217,21 +217,14 @@ def fgsm_pairs(classifier: nn.Module, x: Tensor, y: Tensor, eps: float, *, key: 
     return cache.load_or_compute("apegan-fgsm-pairs", {**key, "eps": eps, "n": len(x)}, compute)
 
 
-def load_or_train_apegan(
-    x_clean: Tensor,
-    x_adv: Tensor,
-    *,
-    key: Mapping[str, Any],
-    epochs: int,
-    batch_size: int = 64,
-    lr: float = 2e-4,
-    weights: Sequence[float] = PAPER_WEIGHTS,
-    g_steps: int = 2,
-    seed: int = 0,
-) -> tuple[APEGAN, dict[str, Any]]:
-    """Build an APE-GAN for ``x_clean``'s shape and train it (or load it from the cache).
+def load_or_train_apegan(x_clean: Tensor, x_adv: Tensor, *, key: Mapping[str, Any] | None = None, seed: int = 0,
+                         **options: Any) -> tuple[APEGAN, dict[str, Any]]:
+    """Build an APE-GAN for ``x_clean``'s shape and train it with :func:`train_apegan` (or load it from the
+    cache).
 
-    ``key`` names the data (dataset, classifier, ε, profile, seed ...); the hyper-parameters are added.
+    ``options`` (``epochs``, ``batch_size``, ``lr``, ``weights``, ``g_steps``) go to :func:`train_apegan`. The
+    cache key holds a fingerprint of the pairs, the seed, every option and ``key`` (e.g. the ε and classifier
+    that made the pairs, for a reader of the cache).
 
     Returns:
         ``(generator, history)``: the trained purifier in eval mode on :func:`get_device`, and the history
@@ -241,12 +234,9 @@ def load_or_train_apegan(
     channels, size = x_clean.shape[1], x_clean.shape[2]
     torch.manual_seed(seed)
     pair = nn.ModuleDict({"g": APEGAN(channels), "d": Discriminator(channels, size)}).to(get_device())
-    full_key = {**key, "epochs": epochs, "batch_size": batch_size, "lr": lr, "weights": list(weights),
-                "g_steps": g_steps, "seed": seed, "n": len(x_clean)}
     pair, history = cache.load_or_train(
-        pair, lambda m: train_apegan(m["g"], m["d"], x_clean, x_adv, epochs=epochs, batch_size=batch_size,
-                                     lr=lr, weights=weights, g_steps=g_steps, seed=seed),
-        full_key, name="apegan")
+        pair, lambda m: train_apegan(m["g"], m["d"], x_clean, x_adv, seed=seed, **options),
+        cache.training_key(x_clean, x_adv, seed=seed, key=key, **options), name="apegan")
     generator = pair["g"]
     generator.eval()
     return generator, history

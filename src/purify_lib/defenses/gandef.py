@@ -28,54 +28,29 @@ adversarial inputs), so it is always reported beside it: :func:`comb_summary`.
 """
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
+from .. import cache, classifiers
+from ..adaptive import detector_aware_loss
 from ..attacks import pgd
 from ..checks import check_images, check_labels, check_positive
-from ..profiles import seed_everything
-from ..train import accuracy, lr_scheduler, model_device
+from ..data import info
+from ..evaluate import accuracy
+from ..runtime import model_device, seed_everything
+from ..train import Adversary, Loop, Step, WarmupPGD, run
 
 VARIANTS = ("v1", "v2")
-Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
-__all__ = ["VARIANTS", "WarmupPGD", "LogitDiscriminator", "GanDef", "classifier_loss", "train_gandef", "scores",
-           "comb_summary", "threshold_sweep", "overall_accuracy", "crossover", "detector_aware_loss",
+__all__ = ["VARIANTS", "LogitDiscriminator", "GanDef", "classifier_loss", "gandef_step", "train_gandef",
+           "load_or_train_gandef", "demo_steps", "scores", "comb_summary", "threshold_sweep", "overall_accuracy", "crossover",
            "worst_case", "adaptive_attack"]
-
-
-class WarmupPGD:
-    """A training adversary: :func:`purify_lib.attacks.pgd` whose ``eps`` and ``alpha`` grow linearly from
-    ``1/warmup`` of their values to the full values over the first ``warmup`` calls (batches).
-
-    Starting adversarial training at the full ε = 0.3 on MNIST can leave a freshly initialised network stuck
-    at chance for a long time (the loss on PGD examples carries no usable signal at first); a short ramp
-    avoids that. Use a fresh instance per training run (it counts its calls).
-    """
-
-    def __init__(self, eps: float, alpha: float, steps: int, warmup: int = 0, random_start: bool = True) -> None:
-        self.eps, self.alpha = check_positive(eps, "eps"), check_positive(alpha, "alpha")
-        self.steps, self.warmup, self.random_start = int(steps), int(warmup), random_start
-        if self.steps < 1 or self.warmup < 0:
-            raise ValueError(f"steps ≥ 1 and warmup ≥ 0 expected, got steps={steps!r}, warmup={warmup!r}")
-        self.calls = 0
-
-    def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-        self.calls += 1
-        scale = min(1.0, self.calls / self.warmup) if self.warmup else 1.0
-        return pgd(model, x, y, eps=self.eps * scale, alpha=self.alpha * scale, steps=self.steps,
-                   random_start=self.random_start)
-
-    def __repr__(self) -> str:
-        return (f"WarmupPGD(eps={self.eps}, alpha={self.alpha}, steps={self.steps}, warmup={self.warmup}, "
-                f"random_start={self.random_start})")
 
 
 class LogitDiscriminator(nn.Module):
@@ -140,6 +115,37 @@ def classifier_loss(z_clean: Tensor, z_adv: Tensor, y: Tensor, d_clean: Tensor, 
     return ce - gamma * penalty, penalty
 
 
+def gandef_step(classifier: nn.Module, discriminator: LogitDiscriminator, opt_c: torch.optim.Optimizer,
+                opt_d: torch.optim.Optimizer, *, adversary: Adversary, gamma: float, variant: str = "v2") -> Step:
+    """GanDef's step on a batch ``(x, y)``: PGD examples against the current classifier, then one
+    discriminator update and one classifier update (algorithm 1), on the same batch.
+
+    1. ``D`` learns to tell the classifier's logits on clean inputs (label 0) from those on adversarial inputs
+       (label 1); the logits are detached, so this step cannot change the classifier.
+    2. ``C`` minimises ``(CE(z_clean) + CE(z_adv)) / 2 − γ·penalty`` (:func:`classifier_loss`) against the
+       updated ``D``, whose weights it does not step: it is rewarded for logits that fool ``D``.
+    """
+    def step(loop: Loop, batch: tuple[Tensor, ...]) -> dict[str, float]:
+        x, y = batch
+        x_adv = adversary(classifier, x, y).detach()
+        with loop.autocast():
+            z = classifier(torch.cat([x, x_adv])).float()
+            z_clean, z_adv = z[:len(x)], z[len(x):]
+            d_loss = discriminator_loss(discriminator(z_clean.detach()), discriminator(z_adv.detach()))
+        loop.update(opt_d, d_loss)
+        with loop.autocast():
+            d_clean, d_adv = discriminator(z_clean).float(), discriminator(z_adv).float()
+            loss, penalty = classifier_loss(z_clean, z_adv, y, d_clean, d_adv, gamma=gamma, variant=variant)
+        loop.update(opt_c, loss)
+        with torch.no_grad():
+            disc_acc = ((d_clean < 0).float().mean() + (d_adv >= 0).float().mean()).item() / 2
+        return {"loss": loss.item(), "penalty": penalty.item(), "disc_loss": d_loss.item(), "disc_acc": disc_acc,
+                "train_acc": (z_clean.argmax(1) == y).float().mean().item(),
+                "adv_acc": (z_adv.argmax(1) == y).float().mean().item()}
+
+    return step
+
+
 def train_gandef(
     classifier: nn.Module,
     discriminator: LogitDiscriminator,
@@ -158,7 +164,8 @@ def train_gandef(
     discriminator_lr_factor: float = 10.0,
     desc: str = "GanDef",
 ) -> dict[str, list[float]]:
-    """Train classifier and discriminator in place with the GanDef game; leave both in eval mode.
+    """Train classifier and discriminator in place with the GanDef game (:func:`gandef_step` on the training
+    engine :func:`purify_lib.train.run`); leave both in eval mode.
 
     Args:
         classifier: returns logits; trained on the device it sits on.
@@ -170,7 +177,7 @@ def train_gandef(
         lr_schedule: ``"constant"`` or ``"decay"``, for both players (:func:`purify_lib.train.lr_factor`).
         adversary: ``adversary(classifier, xb, yb) -> xb_adv``, called on every batch against the current
             classifier (as in :func:`purify_lib.train.fit`), e.g. ``functools.partial(attacks.pgd, eps=0.3,
-            alpha=0.01, steps=40)`` or a :class:`WarmupPGD`.
+            alpha=0.01, steps=40)`` or a :class:`purify_lib.train.WarmupPGD`.
         val: ``(x_val, y_val)``: clean classifier accuracy on it after each epoch (the paper's fig. 2 plots
             test accuracy per epoch; we never look at test data during training).
         seed: seeds shuffling, initial random starts and everything else random.
@@ -186,7 +193,6 @@ def train_gandef(
     if len(x) == 0:
         raise ValueError("x: expected at least one training image, got 0")
     check_positive(gamma, "gamma", allow_zero=True)
-    epochs, batch_size = int(check_positive(epochs, "epochs")), int(check_positive(batch_size, "batch_size"))
     check_positive(lr, "lr")
     check_positive(discriminator_lr_factor, "discriminator_lr_factor")
     if not callable(adversary):
@@ -195,62 +201,57 @@ def train_gandef(
         check_images(val[0], "val[0]")
         check_labels(val[1], len(val[0]), "val[1]")
 
-    device = model_device(classifier)
-    discriminator.to(device)
+    discriminator.to(model_device(classifier))
     opt_c = torch.optim.Adam(classifier.parameters(), lr=lr)
     opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr * discriminator_lr_factor)
-    schedulers = lr_scheduler([opt_c, opt_d], lr_schedule, epochs * -(-len(x) // batch_size))
-    generator = seed_everything(seed)
-    keys = ("loss", "penalty", "disc_loss", "disc_acc", "train_acc", "adv_acc")
-    history: dict[str, list[float]] = {k: [] for k in (*keys, "val_acc", "seconds")}
-
-    for epoch in range(epochs):
-        start = time.perf_counter()
-        totals = dict.fromkeys(keys, 0.0)
-        seen = 0
-        order = torch.randperm(len(x), generator=generator)
-        bar = tqdm(range(0, len(x), batch_size), desc=f"{desc} {variant} {epoch + 1}/{epochs}", leave=False)
-        for i in bar:
-            idx = order[i:i + batch_size]
-            xb, yb = x[idx].to(device), y[idx].to(device)
-            xb_adv = adversary(classifier, xb, yb).detach()
-            classifier.train()
-            discriminator.train()
-            z = classifier(torch.cat([xb, xb_adv]))
-            z_clean, z_adv = z[:len(xb)], z[len(xb):]
-
-            # 1. the discriminator's step, on logits it cannot change
-            d_loss = discriminator_loss(discriminator(z_clean.detach()), discriminator(z_adv.detach()))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            opt_d.step()
-
-            # 2. the classifier's step against the updated discriminator (D's weights are not stepped)
-            d_clean, d_adv = discriminator(z_clean), discriminator(z_adv)
-            loss, penalty = classifier_loss(z_clean, z_adv, yb, d_clean, d_adv, gamma=gamma, variant=variant)
-            opt_c.zero_grad(set_to_none=True)
-            loss.backward()
-            opt_c.step()
-            for scheduler in schedulers:
-                scheduler.step()
-
-            n = len(idx)
-            seen += n
-            with torch.no_grad():
-                disc_correct = ((d_clean < 0).sum() + (d_adv >= 0).sum()).item() / 2
-            for k, v in zip(keys, (loss.item() * n, penalty.item() * n, d_loss.item() * n, disc_correct,
-                                   (z_clean.argmax(1) == yb).sum().item(),
-                                   (z_adv.argmax(1) == yb).sum().item())):
-                totals[k] += v
-            bar.set_postfix(loss=f"{totals['loss'] / seen:.3f}", d_acc=f"{totals['disc_acc'] / seen:.2f}")
-        classifier.eval()
-        discriminator.eval()
-        for k in keys:
-            history[k].append(totals[k] / seen)
-        if val is not None:
-            history["val_acc"].append(accuracy(classifier, *val))
-        history["seconds"].append(time.perf_counter() - start)
+    step = gandef_step(classifier, discriminator, opt_c, opt_d, adversary=adversary, gamma=gamma, variant=variant)
+    validate = None if val is None else (lambda: {"val_acc": accuracy(classifier, *val)})
+    history = run(step, (x, y), epochs=epochs, batch_size=batch_size, modules=[classifier, discriminator],
+                  optimizers=[opt_c, opt_d], lr_schedule=lr_schedule, seed=seed, validate=validate,
+                  desc=f"{desc} {variant}")
+    history.setdefault("val_acc", [])
     return history
+
+
+def load_or_train_gandef(classifier: str, dataset: str, x: Tensor, y: Tensor, *,
+                         key: Mapping[str, Any] | None = None, seed: int = 0,
+                         **options: Any) -> tuple[GanDef, dict[str, list[float]]]:
+    """Build classifier ``classifier`` for ``dataset`` with a :class:`LogitDiscriminator` and train the pair
+    with :func:`train_gandef` (or load it from the cache).
+
+    The cache key holds a fingerprint of ``x``, ``y`` and ``val``, the classifier, ``seed``, every option
+    (``variant``, ``gamma``, ``epochs``, ``adversary``'s repr ...) and ``key`` (anything else worth naming).
+
+    Returns:
+        ``(model, history)``: the :class:`GanDef` pair in eval mode on :func:`purify_lib.runtime.get_device`,
+        and the history of :func:`train_gandef`.
+    """
+    seed_everything(seed)
+    built = classifiers.build(classifier, dataset)
+    pair = GanDef(built, LogitDiscriminator(info(dataset).num_classes))
+    full_key = cache.training_key(x, y, seed=seed, key={**(key or {}), "dataset": dataset}, **options)
+    variant = options.get("variant", "v2")
+    return cache.load_or_train(
+        pair, lambda g: train_gandef(g.classifier, g.discriminator, x, y, seed=seed, **options),
+        full_key, name=f"gandef-{variant}-{dataset}")
+
+
+def demo_steps(classifier: str, dataset: str, x: Tensor, y: Tensor, *, gamma: float, lr: float,
+               batch_size: int, seed: int = 0, adversary: Adversary | None = None) -> pd.DataFrame:
+    """One epoch of the game on a fresh classifier and discriminator, every step's numbers as a table.
+
+    For watching :func:`gandef_step` run (chapter 5); nothing is cached. The default adversary is a 2-step
+    PGD at ε 0.3 with step 0.2.
+    """
+    seed_everything(seed)
+    clf = classifiers.build(classifier, dataset)
+    disc = LogitDiscriminator(info(dataset).num_classes).to(model_device(clf))
+    opt_c, opt_d = torch.optim.Adam(clf.parameters(), lr=lr), torch.optim.Adam(disc.parameters(), lr=10 * lr)
+    step = gandef_step(clf, disc, opt_c, opt_d, adversary=adversary or WarmupPGD(eps=0.3, alpha=0.2, steps=2),
+                       gamma=gamma)
+    history = run(step, (x, y), epochs=1, batch_size=batch_size, modules=[clf, disc], seed=seed,
+                  step_history=True, desc="GanDef demo")
+    return pd.DataFrame(history["steps"]).rename_axis("step")
 
 
 def scores(model: GanDef, x: Tensor, batch_size: int = 500) -> tuple[Tensor, Tensor]:
@@ -348,21 +349,6 @@ def crossover(rho: Sequence[float], ours: Sequence[float], others: Mapping[str, 
         return float(rho[0])
     i = behind[-1]  # last grid point where ours is behind; it is not behind at i + 1
     return float(rho[i] + (rho[i + 1] - rho[i]) * (-diff[i]) / (diff[i + 1] - diff[i]))
-
-
-def detector_aware_loss(lam: float):
-    """A loss for ``attacks.pgd(GanDef(...), ..., loss_fn=...)``: ``CE(logits, y) − λ·softplus(D logit)``.
-
-    ``softplus(d) = −log(1 − D(z))`` is ``D``'s loss for calling the input clean, so the attack raises the
-    classifier's loss while pushing ``D``'s probability below 0.5 (the logit below 0).
-    """
-    check_positive(lam, "lam", allow_zero=True)
-
-    def loss_fn(output: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
-        logits, d = output
-        return F.cross_entropy(logits, y, reduction="none") - lam * F.softplus(d)
-
-    return loss_fn
 
 
 def worst_case(model: GanDef, y: Tensor, candidates: Sequence[Tensor], threshold: float = 0.5) -> Tensor:
