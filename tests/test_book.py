@@ -1,8 +1,10 @@
 """Browser check of the built book (``_build/html``): every page loads offline in headless Chromium.
 
 Fails on a JavaScript error, a broken image, a widget that does not render, any request to a non-local
-address, or an ε slider whose movement does not change the displayed frame. Saves one screenshot per page
-under ``_build/screenshots/``. Run after ``make book`` (or the smoke build of ``make test``).
+address, an ε slider whose movement does not change the displayed frame, a code block or table wider than
+the text column (cut at the right edge), or an empty output area taller than 40 px. Saves one screenshot per page
+beside the checked book (``_build/<profile>/_build/screenshots/``). Run after ``make book`` or the smoke build
+of ``make test``; ``make browser BROWSER_PROFILE=quick`` checks the quick book.
 """
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import pytest
 pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
-HTML = Path(os.environ.get("PURIFY_HTML") or ROOT / "_build" / "html")  # the built book to check
+# the built book to check: PURIFY_HTML, else the book of profile PURIFY_PROFILE (default smoke) built by make
+HTML = Path(os.environ.get("PURIFY_HTML")
+            or ROOT / "_build" / (os.environ.get("PURIFY_PROFILE") or "smoke") / "_build" / "html").resolve()
 SHOTS = HTML.parent / "screenshots"
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -68,6 +72,25 @@ def _visible_frames(page) -> list[str]:
         .map(s => Array.from(s.querySelectorAll('img, .widget-html-content'))
             .filter(e => e.offsetParent !== null)
             .map(e => e.tagName === 'IMG' ? e.src.slice(-64) : e.innerHTML.slice(0, 200)).join('|'))""")
+
+
+LAYOUT_JS = """() => {
+    const column = document.querySelector('article.bd-article') || document.querySelector('main');
+    const right = column.getBoundingClientRect().right;
+    const wide = [], blank = [];
+    document.querySelectorAll('div.cell pre, div.cell table').forEach(e => {
+        if (e.offsetParent === null || e.closest('.widget-stack')) return;
+        const box = e.getBoundingClientRect();
+        const cut = e.scrollWidth > e.clientWidth + 2 || box.right > right + 2;
+        if (cut) wide.push(`${e.tagName} ${Math.round(box.width)}px: ${e.textContent.trim().slice(0, 50)}`);
+    });
+    document.querySelectorAll('div.cell_output').forEach(e => {
+        const h = e.getBoundingClientRect().height;
+        const shown = e.textContent.trim() || e.querySelector('img, svg, canvas, .jupyter-widgets');
+        if (h > 40 && !shown) blank.push(Math.round(h));
+    });
+    return {column: Math.round(column.getBoundingClientRect().width), wide, blank};
+}"""
 
 
 def test_pages_found():
@@ -126,6 +149,10 @@ def test_page_renders_offline(server, browser, page_path):
         page.keyboard.press("ArrowLeft")
         page.wait_for_timeout(300)
         assert _visible_frames(page) == before, f"{page_path}: moving the slider back did not restore the frame"
+
+    layout = page.evaluate(LAYOUT_JS)
+    assert not layout["wide"], f"{page_path}: wider than the {layout['column']} px column: {layout['wide'][:5]}"
+    assert not layout["blank"], f"{page_path}: empty output areas (px tall): {layout['blank'][:5]}"
 
     if page.locator(".math").count():
         page.wait_for_selector("mjx-container", state="attached", timeout=15_000)  # MathJax typeset
