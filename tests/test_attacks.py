@@ -1,4 +1,5 @@
-"""Attacks: invariants on random models, strength on a trained MNIST CNN, and agreement with torchattacks/ART."""
+"""Attacks: invariants on random models, strength on a trained MNIST CNN, and agreement with
+torchattacks/ART."""
 from __future__ import annotations
 
 import numpy as np
@@ -270,7 +271,8 @@ def test_jsma_success_rate_matches_art(mnist_model, batch):
         rate_theirs = (mnist_model(theirs).argmax(1) == target).float().mean().item()
     l0_ours = (ours != x).flatten(1).sum(1).float().mean().item()
     l0_theirs = (theirs != x).flatten(1).sum(1).float().mean().item()
-    print(f"jsma success: ours {rate_ours:.3f} ART {rate_theirs:.3f}; L0 ours {l0_ours:.1f} ART {l0_theirs:.1f}")
+    print(f"jsma success: ours {rate_ours:.3f} ART {rate_theirs:.3f}; "
+          f"L0 ours {l0_ours:.1f} ART {l0_theirs:.1f}")
     # ART picks the two pixels with the largest target-class gradient, not Papernot's pairwise map, so the
     # rates differ by design (measured: ours 0.59, ART 0.75 on this model); 0.25 still catches a broken map.
     assert abs(rate_ours - rate_theirs) <= 0.25

@@ -2,9 +2,9 @@
 
 Fails on a JavaScript error, a broken image, a widget that does not render, any request to a non-local
 address, an ε slider whose movement does not change the displayed frame, a code block or table wider than
-the text column (cut at the right edge), or an empty output area taller than 40 px. Saves one screenshot per page
-beside the checked book (``_build/<profile>/_build/screenshots/``). Run after ``make book`` or the smoke build
-of ``make test``; ``make browser BROWSER_PROFILE=quick`` checks the quick book.
+the text column (cut at the right edge), or an empty output area taller than 40 px. Saves one screenshot per
+page beside the checked book (``_build/<profile>/_build/screenshots/``). Run after ``make book`` or the smoke
+build of ``make test``; ``make browser BROWSER_PROFILE=quick`` checks the quick book.
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--no-first-run", "--disable-sync", "--disable-quic"]
 LOCAL = {"127.0.0.1", "localhost"}
-PAGES = sorted(p.relative_to(HTML).as_posix() for p in (HTML / "book").glob("*.html")) if HTML.is_dir() else []
+PAGES = (sorted(p.relative_to(HTML).as_posix() for p in (HTML / "book").glob("*.html"))
+         if HTML.is_dir() else [])
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,8 @@ def test_page_renders_offline(server, browser, page_path):
     page.wait_for_timeout(1500)
 
     broken = page.evaluate("""() => Array.from(document.images)
-        .filter(i => i.complete && i.naturalWidth === 0 && i.offsetParent !== null).map(i => i.src.slice(0, 80))""")
+        .filter(i => i.complete && i.naturalWidth === 0 && i.offsetParent !== null)
+        .map(i => i.src.slice(0, 80))""")
     assert not broken, f"{page_path}: broken images {broken}"
 
     views = page.locator("script[type='application/vnd.jupyter.widget-view+json']")
@@ -148,10 +150,12 @@ def test_page_renders_offline(server, browser, page_path):
         page.keyboard.press("ArrowLeft")
         page.keyboard.press("ArrowLeft")
         page.wait_for_timeout(300)
-        assert _visible_frames(page) == before, f"{page_path}: moving the slider back did not restore the frame"
+        assert _visible_frames(page) == before, \
+            f"{page_path}: moving the slider back did not restore the frame"
 
     layout = page.evaluate(LAYOUT_JS)
-    assert not layout["wide"], f"{page_path}: wider than the {layout['column']} px column: {layout['wide'][:5]}"
+    assert not layout["wide"], \
+        f"{page_path}: wider than the {layout['column']} px column: {layout['wide'][:5]}"
     assert not layout["blank"], f"{page_path}: empty output areas (px tall): {layout['blank'][:5]}"
 
     if page.locator(".math").count():

@@ -73,7 +73,8 @@ def test_torchvision_layout(isolated, monkeypatch):
     raw.mkdir(parents=True)
     rng = np.random.default_rng(2)
     for prefix, n in (("train", 120), ("t10k", 30)):
-        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), 2051)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8),
+                   2051)
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8), 2049)
     monkeypatch.setenv("PURIFY_DATA", str(isolated / "tv"))
     x, y = data.load("mnist", "test")

@@ -36,8 +36,8 @@ def test_oblivious_with_identity_purifier_equals_attacking_the_classifier(mnist_
     direct = evaluate.accuracy(mnist_model, attacks.fgsm(mnist_model, x, y, eps=0.15), y)
     assert direct < 0.6  # the attack does something
     for threat in ("oblivious", "whitebox"):
-        value = evaluate.robust_accuracy(mnist_model, x, y, attacks.fgsm, purifier=nn.Identity(), threat=threat,
-                                         batch_size=64, eps=0.15)
+        value = evaluate.robust_accuracy(mnist_model, x, y, attacks.fgsm, purifier=nn.Identity(),
+                                         threat=threat, batch_size=64, eps=0.15)
         assert value == pytest.approx(direct)
 
 

@@ -1,13 +1,21 @@
-"""Packaging: environment.yml agrees with pyproject.toml; the regeneration CLI finds the book's chapters."""
+"""Packaging: environment.yml agrees with pyproject.toml; the regeneration CLI finds the book's chapters,
+writes where it is told and stops at its deadline; the GPU bundle copies what the chapters load."""
 from __future__ import annotations
 
+import importlib.util
+import io
+import time
 import tomllib
 from pathlib import Path
+from types import ModuleType
 
+import nbformat
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
-from purify_lib import regenerate
+from purify_lib import data, regenerate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,3 +57,81 @@ def test_cli_rejects_unknown_profile(capsys):
     with pytest.raises(SystemExit) as exit_info:
         regenerate.main(["01_attacks", "--profile", "huge"])
     assert exit_info.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+def test_cli_rejects_nonpositive_timeout(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        regenerate.main(["01_attacks", "--profile", "smoke", "--timeout", "0"])
+    assert exit_info.value.code == 2 and "--timeout" in capsys.readouterr().err
+
+
+def _notebook(path: Path, code: str) -> Path:
+    """A one-cell notebook (after a ``parameters`` cell) at ``path``."""
+    parameters = nbformat.v4.new_code_cell('profile = "quick"', metadata={"tags": ["parameters"]})
+    nb = nbformat.v4.new_notebook(cells=[parameters, nbformat.v4.new_code_cell(code)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_cli_results_folder_and_timeout(tmp_path, monkeypatch, capsys):
+    """--results is where a chapter's table goes; --timeout stops the chapter running at the deadline, keeps
+    its executed notebook and starts no later chapter."""
+    for name in ("PURIFY_RESULTS", "PURIFY_PROFILE", "PURIFY_WIDGETS", "TQDM_DISABLE", "JUPYTER_PATH"):
+        monkeypatch.delenv(name, raising=False)  # main sets them; restored after the test
+    monkeypatch.chdir(ROOT)
+    fast = _notebook(tmp_path / "fast.ipynb", "import os, pathlib\n"
+                     "folder = pathlib.Path(os.environ['PURIFY_RESULTS'], profile)\n"
+                     "folder.mkdir(parents=True)\n(folder / 'fast.csv').write_text('ok')")
+    slow = _notebook(tmp_path / "slow.ipynb", "import time\ntime.sleep(600)")
+    after = _notebook(tmp_path / "after.ipynb", "pass")
+    out, results = tmp_path / "out", tmp_path / "results"
+    start = time.monotonic()
+    code = regenerate.main([str(fast), str(slow), str(after), "--profile", "smoke", "--out", str(out),
+                            "--results", str(results), "--timeout", "20"])
+    printed = capsys.readouterr().out
+    assert code == 1 and time.monotonic() - start < 120
+    assert (results / "smoke" / "fast.csv").read_text() == "ok"
+    assert (out / "fast.ipynb").is_file() and (out / "slow.ipynb").is_file()
+    assert not (out / "after.ipynb").exists() and "not started (--timeout): after" in printed
+    assert "slow: STOPPED at the --timeout deadline" in printed
+    assert "resumes" in printed
+
+
+def _gpu_bundle() -> ModuleType:
+    """scripts/gpu_bundle.py as a module."""
+    spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_bundle_knows_every_chapter_and_copies_what_data_load_reads(tmp_path, monkeypatch):
+    """Every chapter of the book has its datasets listed, and each dataset's files, alone in a folder, are
+    found there by purify_lib.data (tiny stand-ins holding every key any loader reads)."""
+    bundle = _gpu_bundle()
+    assert {p.stem for p in regenerate.toc_chapters(ROOT)} <= set(bundle.CHAPTER_DATASETS)
+    jpegs = []
+    for _ in range(2):
+        buffer = io.BytesIO()
+        Image.new("RGB", (4, 4)).save(buffer, format="JPEG")
+        jpegs.append(np.frombuffer(buffer.getvalue(), np.uint8))
+    arrays = dict(x=np.zeros((2, 4, 4, 3), np.uint8), y=np.arange(2), split=np.arange(2),
+                  jpeg=np.concatenate(jpegs), offsets=np.cumsum([0, *map(len, jpegs)]))
+    for name, files in bundle.DATASET_FILES.items():
+        root = tmp_path / name
+        for f in files:
+            (root / f).parent.mkdir(parents=True, exist_ok=True)
+            np.savez(root / f, **arrays)
+        monkeypatch.setenv("PURIFY_DATA", str(root))
+        assert data.source(name, "train") == data.source(name, "test") == str(root), name
+
+
+def test_gpu_bundle_over_budget_says_what_to_leave_out():
+    bundle = _gpu_bundle()
+    sizes = dict(mnist=11.0, cifar10_jpeg=17.8, cifar10_exact=17.4, gtsrb=60.4)
+    message = bundle.over_budget(["02_apegan", "05_gandef"], sizes, 4.9)
+    assert "bundle 05_gandef (51.1 MiB) and leave out 02_apegan" in message
+    assert "02_apegan does not fit even alone" in message and "gtsrb, 60.4 MiB" in message
+    with pytest.raises(ValueError, match="unknown chapter 99_nope"):
+        bundle.chapter_datasets(["99_nope"])

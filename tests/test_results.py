@@ -26,8 +26,8 @@ def tree(monkeypatch, tmp_path):
 
 def test_save_writes_tidy_csv_and_provenance(tree):
     res = results.Results("99_demo", profiles.get_profile("smoke"))
-    res.add(table="T1", dataset="mnist", classifier="lenet", defense="none", attack="fgsm", threat="oblivious",
-            eps=0.3, metric="accuracy", value=0.125, n=64)
+    res.add(table="T1", dataset="mnist", classifier="lenet", defense="none", attack="fgsm",
+            threat="oblivious", eps=0.3, metric="accuracy", value=0.125, n=64)
     csv = res.save()
     assert csv == tree / "results" / "smoke" / "99_demo.csv"
     frame = pd.read_csv(csv)
@@ -48,8 +48,9 @@ def test_add_rejects_unknown_threat_and_nan(tree):
 
 
 def test_side_by_side_joins_published_ours_and_committed(tree):
-    pub = pd.DataFrame([dict(chapter="99_demo", table="T1", dataset="mnist", classifier="lenet", defense="none",
-                             attack=a, threat="oblivious", eps=0.3, metric="accuracy", value=v, source="Table 1")
+    pub = pd.DataFrame([dict(chapter="99_demo", table="T1", dataset="mnist", classifier="lenet",
+                             defense="none", attack=a, threat="oblivious", eps=0.3, metric="accuracy",
+                             value=v, source="Table 1")
                         for a, v in (("fgsm", 0.10), ("pgd", 0.01))])
     pub.to_csv(tree / "book" / "published" / "99_demo.csv", index=False)
     committed = results.Results("99_demo", profiles.get_profile("quick"))

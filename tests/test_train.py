@@ -43,7 +43,7 @@ def test_seeded_runs_are_bit_identical(mnist_data) -> None:
         history = train.fit(model, x, y, epochs=2, batch_size=64, lr=1e-3, seed=seed)
         return history, model.state_dict()
 
-    (h1, w1), (h2, w2), (h3, w3) = run(0), run(0), run(1)
+    (h1, w1), (h2, w2), (_, w3) = run(0), run(0), run(1)
     assert h1["train_loss"] == h2["train_loss"]
     assert all(torch.equal(w1[k], w2[k]) for k in w1)
     assert not all(torch.equal(w1[k], w3[k]) for k in w1)
@@ -222,4 +222,5 @@ def test_load_or_fit_reuses_weights_for_the_same_data_only(mnist_data) -> None:
     assert h1 == h2 and all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
                                                                again.state_dict().values()))
     other, h3 = train.load_or_fit("defgan_c", "mnist", x.flip(0), y.flip(0), **options)
-    assert h3 != h1 and not torch.equal(first.state_dict()["body.1.weight"], other.state_dict()["body.1.weight"])
+    assert h3 != h1 and not torch.equal(first.state_dict()["body.1.weight"],
+                                        other.state_dict()["body.1.weight"])

@@ -46,7 +46,8 @@ __all__ = ["fgsm", "bim", "illc", "pgd", "mim", "cw_l2", "deepfool", "jsma"]
 # ----------------------------------------------------------------------------------------------- helpers
 @contextmanager
 def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Run ``model`` in eval mode with frozen parameters and gradients enabled; restore modes and flags after."""
+    """Run ``model`` in eval mode with frozen parameters and gradients enabled; restore modes and flags
+    after."""
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
@@ -159,7 +160,8 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, eps: float, targeted: bool = Fa
 
 def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps: int,
         targeted: bool = False) -> Tensor:
-    """Basic iterative method: ``steps`` FGSM steps of size ``alpha``, each projected onto the L∞ ``eps``-ball."""
+    """Basic iterative method: ``steps`` FGSM steps of size ``alpha``, each projected onto the L∞
+    ``eps``-ball."""
     x, y = _check_inputs(x, y)
     eps = check_positive(eps, "eps", allow_zero=True)
     alpha = check_positive(alpha, "alpha")
@@ -222,7 +224,8 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
                 best, best_fooled, best_score = x_adv, fooled, score
                 continue
             better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (score > best_score))
-            best[better], best_fooled[better], best_score[better] = x_adv[better], fooled[better], score[better]
+            best[better], best_fooled[better], best_score[better] = (x_adv[better], fooled[better],
+                                                                     score[better])
     return best
 
 
@@ -399,7 +402,8 @@ def jsma(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None = None, t
             logits = model(xa.view(-1, *x.shape[1:]))
             keep = logits.argmax(1) != target[active]
             # α: gradient of the target logit; β: gradient of the sum of all other logits
-            alpha = torch.autograd.grad(logits.gather(1, target[active, None]).sum(), xa, retain_graph=True)[0]
+            alpha = torch.autograd.grad(logits.gather(1, target[active, None]).sum(), xa,
+                                        retain_graph=True)[0]
             beta = torch.autograd.grad(logits.sum(), xa)[0] - alpha
             pair, found = _best_pairs(alpha[keep], beta[keep], domain[active[keep]])
             active = active[keep][found]

@@ -33,7 +33,8 @@ def check_image_shape(
             raise ValueError(f"{name}: expected {' or '.join(map(str, allowed))} channels, got {x.shape[1]} "
                              f"(shape {tuple(x.shape)}; images must be N×C×H×W)")
     if size is not None and tuple(x.shape[2:]) != tuple(size):
-        raise ValueError(f"{name}: expected images of size {size[0]}×{size[1]}, got {x.shape[2]}×{x.shape[3]}")
+        raise ValueError(f"{name}: expected images of size {size[0]}×{size[1]}, "
+                         f"got {x.shape[2]}×{x.shape[3]}")
     return x
 
 

@@ -24,7 +24,7 @@ import functools
 import io
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,8 +73,8 @@ DATASETS: dict[str, DatasetInfo] = {
     "gtsrb": DatasetInfo("gtsrb", "GTSRB", 43, 3, 32, 1_300, _TV_HINT),
     "celeba": DatasetInfo("celeba", "CelebA (gender)", 2, 3, 64, 5_000,
                           "CelebA cannot be downloaded automatically reliably: place torchvision's "
-                          "'celeba' folder (img_align_celeba/, list_attr_celeba.txt, list_eval_partition.txt) "
-                          "under PURIFY_DATA", ("female", "male")),
+                          "'celeba' folder (img_align_celeba/, list_attr_celeba.txt, "
+                          "list_eval_partition.txt) under PURIFY_DATA", ("female", "male")),
 }
 
 
@@ -204,7 +204,8 @@ def _raw(name: str, split: str) -> tuple[np.ndarray, np.ndarray, str]:
 
 
 @functools.lru_cache(maxsize=16)
-def _find(name: str, split: str, roots: tuple[Path, ...], download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+def _find(name: str, split: str, roots: tuple[Path, ...],
+          download: bool) -> tuple[np.ndarray, np.ndarray, str]:
     looked = []
     for root in roots:
         found = _bundle(root, name, split)
@@ -286,3 +287,18 @@ def available(name: str) -> bool:
     except DataNotFoundError:
         return False
     return True
+
+
+def select(keys: Sequence[str], needs: Mapping[str, Sequence[str]]) -> list[str]:
+    """The chapter dataset keys whose datasets (``needs[key]``, e.g. ``["cifar10_jpeg", "cifar10_exact"]``)
+    are all available here, in order. Each key left out is reported with a warning naming what is missing and
+    how to get it (the book shows warnings on the page), never silently."""
+    kept = []
+    for key in keys:
+        missing = [name for name in needs[key] if not available(name)]
+        if missing:
+            warnings.warn(f"{key} is skipped: {', '.join(missing)} not found here. To get it: "
+                          f"{info(missing[0]).how_to_get}.", stacklevel=2)
+        else:
+            kept.append(key)
+    return kept

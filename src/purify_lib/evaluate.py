@@ -29,7 +29,8 @@ from purify_lib.checks import check_images, check_labels, check_positive
 from purify_lib.results import THREATS, Results
 from purify_lib.runtime import model_device
 
-__all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid", "RUNNABLE"]
+__all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid",
+           "RUNNABLE"]
 
 Attack = Callable[..., Tensor]
 RUNNABLE = THREATS[:6]
@@ -48,7 +49,8 @@ def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     model.eval()
     try:
         with torch.no_grad():
-            out = [model(x[i:i + batch_size].to(device)).float().to(x.device) for i in range(0, len(x), batch_size)]
+            out = [model(x[i:i + batch_size].to(device)).float().to(x.device)
+                   for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, 0, device=x.device)
@@ -180,7 +182,8 @@ def robust_accuracy(
     target = defended_system(classifier, purifier, threat, backward=backward, eot_samples=eot_samples,
                              probe=x[:8].to(model_device(classifier)))
     name = _attack_name(attack)
-    x_adv = attack_dataset(attack, target, x, y, batch_size, desc=desc or f"{name} ({threat})", **attack_params)
+    x_adv = attack_dataset(attack, target, x, y, batch_size, desc=desc or f"{name} ({threat})",
+                           **attack_params)
     return accuracy(system, x_adv, y, batch_size)
 
 

@@ -4,6 +4,12 @@
 - ``quick``: a 2-core laptop CPU. Minutes per chapter; meaningful MNIST numbers on subsets.
 - ``paper``: a GPU. The papers' data sizes, epochs and hyper-parameters.
 
+``datasets`` names the chapters' dataset keys; each chapter maps them to what exists offline: ``cifar10``
+trains on ``cifar10_jpeg`` (the complete CIFAR-10, JPEG q75) and is tested on it or on ``cifar10_exact`` (the
+lossless subset, for image-quality metrics); ``gtsrb`` has the full test split and a third of the training
+split. Datasets the papers use that are not available offline (CelebA, ImageNet, the full CIFAR-100) are
+skipped, and the chapter says so.
+
 Chapters read the profile from their papermill ``parameters`` cell (default: ``PURIFY_PROFILE``,
 else ``quick``). Chapter-specific knobs that differ by profile go through :meth:`Profile.pick`, so the
 three values sit side by side where a reader can see them.
@@ -40,7 +46,10 @@ class Profile:
 
 
 PROFILES: dict[str, Profile] = {
-    "smoke": Profile("smoke", datasets=("mnist",), eval_batch_size=64, restarts=1, attack_steps_scale=0.1),
+    # smoke runs every dataset the paper profile runs, at a few dozen images: a paper run on a GPU must never
+    # reach code that no test executed
+    "smoke": Profile("smoke", datasets=("mnist", "cifar10", "gtsrb"), eval_batch_size=64, restarts=1,
+                     attack_steps_scale=0.1),
     "quick": Profile("quick", datasets=("mnist",), eval_batch_size=500, restarts=1, attack_steps_scale=1.0),
     "paper": Profile("paper", datasets=("mnist", "cifar10", "gtsrb"), eval_batch_size=1_000, restarts=5,
                      attack_steps_scale=1.0),

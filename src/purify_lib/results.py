@@ -53,7 +53,10 @@ def results_root() -> Path:
 
 
 def git_commit() -> str:
-    """The current commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+    """The current commit (with ``-dirty`` when the tree has changes); where there is no git repository (a
+    copy on a GPU machine) ``PURIFY_COMMIT`` if set, else ``unknown``."""
+    if os.environ.get("PURIFY_COMMIT"):
+        return os.environ["PURIFY_COMMIT"]
     try:
         root = repo_root()
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,

@@ -1,11 +1,11 @@
 """Training: one engine every method runs on, the supervised step, and the training adversaries.
 
-:func:`run` is the loop (airbench is the model: the settings up front, one loop to read top to bottom). It owns
-what every training run repeats: batching, shuffling from a seed, moving batches to the device, the progress
-bar, the learning-rate schedule, mixed precision where the device supports it, per-epoch history and timing,
-and an optional per-epoch validation hook. A method writes only its *step*: what happens to one batch (the
-losses and the optimiser updates). :func:`fit` is the supervised step; APE-GAN's and GanDef's steps live in
-their ``defenses/`` modules.
+:func:`run` is the loop (airbench is the model: the settings up front, one loop to read top to bottom). It
+owns what every training run repeats: batching, shuffling from a seed, moving batches to the device, the
+progress bar, the learning-rate schedule, mixed precision where the device supports it, per-epoch history and
+timing, and an optional per-epoch validation hook. A method writes only its *step*: what happens to one batch
+(the losses and the optimiser updates). :func:`fit` is the supervised step; APE-GAN's and GanDef's steps live
+in their ``defenses/`` modules.
 
 :func:`fit`'s options give the classifier baselines the papers compare against:
 
@@ -69,7 +69,8 @@ class Loop:
     """What a step needs from the engine: the device, mixed precision and the optimiser update.
 
     A step computes its losses inside ``with loop.autocast():`` and applies each with
-    ``loop.update(optimizer, loss)``. ``epoch`` and ``step`` count from 0; ``total_steps`` is the run's length.
+    ``loop.update(optimizer, loss)``. ``epoch`` and ``step`` count from 0; ``total_steps`` is the run's
+    length.
     """
 
     def __init__(self, device: torch.device, total_steps: int) -> None:
@@ -205,8 +206,10 @@ def _mixed_precision(device: torch.device) -> tuple[torch.dtype | None, torch.am
 def _check_soft_targets(t: Tensor, n: int) -> None:
     if not isinstance(t, Tensor) or t.ndim != 2 or t.shape[0] != n or not t.is_floating_point():
         got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
-        raise ValueError(f"soft_targets: expected a float N×C tensor of probabilities with N = {n}, got {got}")
-    if (t < 0).any() or not torch.allclose(t.sum(1), torch.ones(n, dtype=t.dtype, device=t.device), atol=1e-3):
+        raise ValueError(f"soft_targets: expected a float N×C tensor of probabilities with N = {n}, "
+                         f"got {got}")
+    if (t < 0).any() or not torch.allclose(t.sum(1), torch.ones(n, dtype=t.dtype, device=t.device),
+                                           atol=1e-3):
         raise ValueError("soft_targets: expected non-negative rows that sum to 1")
 
 
@@ -214,8 +217,9 @@ def supervised_step(model: nn.Module, optimizer: torch.optim.Optimizer, *, adver
                     clean_weight: float = 0.0, logit_pairing: float = 0.0, temperature: float = 1.0) -> Step:
     """:func:`fit`'s step on a batch ``(x, y, targets)``: cross-entropy on clean and/or adversarial inputs.
 
-    loss = w·CE(x) + (1 − w)·CE(x_adv) [+ λ·‖logits(x) − logits(x_adv)‖²], with ``w = clean_weight`` (1 without
-    an adversary) and every CE taken on ``logits / temperature`` against ``targets`` (labels or soft labels).
+    loss = w·CE(x) + (1 − w)·CE(x_adv) [+ λ·‖logits(x) − logits(x_adv)‖²], with ``w = clean_weight``
+    (1 without an adversary) and every CE taken on ``logits / temperature`` against ``targets`` (labels or
+    soft labels).
     """
     need_clean = adversary is None or clean_weight > 0 or logit_pairing > 0
 
@@ -331,8 +335,8 @@ def fit(
                            logit_pairing=logit_pairing, temperature=temperature)
     validate = None if val is None else (lambda: {"val_acc": accuracy(model, *val)})
     history = run(step, (x, y, soft_targets if soft_targets is not None else y), epochs=epochs,
-                  batch_size=batch_size, modules=[model], optimizers=[opt], lr_schedule=lr_schedule, seed=seed,
-                  validate=validate, desc=desc)
+                  batch_size=batch_size, modules=[model], optimizers=[opt], lr_schedule=lr_schedule,
+                  seed=seed, validate=validate, desc=desc)
     return {k: history.get(k, []) for k in ("train_loss", "train_acc", "adv_acc", "val_acc", "seconds")}
 
 
@@ -346,7 +350,8 @@ def load_or_fit(
     seed: int = 0,
     **options: Any,
 ) -> tuple[nn.Module, dict[str, list[float]]]:
-    """Build classifier ``classifier`` for ``dataset`` and train it with :func:`fit` (or load it from the cache).
+    """Build classifier ``classifier`` for ``dataset`` and train it with :func:`fit` (or load it from the
+    cache).
 
     The cache key holds a fingerprint of ``x`` and ``y`` (and of ``val``), the classifier, ``seed``, every
     :func:`fit` option (an adversary by its ``repr``) and ``key`` (anything else worth naming). So a chapter
@@ -372,7 +377,8 @@ class WarmupPGD:
     avoids that. Use a fresh instance per training run (it counts its calls).
     """
 
-    def __init__(self, eps: float, alpha: float, steps: int, warmup: int = 0, random_start: bool = True) -> None:
+    def __init__(self, eps: float, alpha: float, steps: int, warmup: int = 0,
+                 random_start: bool = True) -> None:
         self.eps, self.alpha = check_positive(eps, "eps"), check_positive(alpha, "alpha")
         self.steps, self.warmup, self.random_start = int(steps), int(warmup), random_start
         if self.steps < 1 or self.warmup < 0:
@@ -412,8 +418,8 @@ class RandomEpsFGSM:
         return f"RandomEpsFGSM(eps_choices={list(self.eps_choices)}, seed={self.seed})"
 
 
-def defensive_distillation(student: nn.Module, teacher: nn.Module, x: Tensor, y: Tensor, *, temperature: float,
-                           seed: int = 0, desc: str = "distillation",
+def defensive_distillation(student: nn.Module, teacher: nn.Module, x: Tensor, y: Tensor, *,
+                           temperature: float, seed: int = 0, desc: str = "distillation",
                            **options: Any) -> dict[str, dict[str, list[float]]]:
     """Defensive distillation (Papernot et al. 2016), in place on ``student``.
 

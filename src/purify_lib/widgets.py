@@ -118,8 +118,10 @@ def frame_explorer(
     names = list(controls)
     options = {name: _options(name, controls[name]) for name in names}
     if sliders is not None and set(sliders) - set(names):
-        raise ValueError(f"sliders: unknown controls {sorted(set(sliders) - set(names))}; controls are {names}")
-    ctrl = {name: _control(name, options[name], None if sliders is None else name in sliders) for name in names}
+        raise ValueError(f"sliders: unknown controls {sorted(set(sliders) - set(names))}; "
+                         f"controls are {names}")
+    ctrl = {name: _control(name, options[name], None if sliders is None else name in sliders)
+            for name in names}
     header = [widgets.HTML(f"<b>{title}</b>")] if title else []
     row = widgets.HBox([ctrl[n] for n in names], layout=widgets.Layout(flex_flow="row wrap"))
 
@@ -245,6 +247,7 @@ def attack_explorer(
     was_training = model.training
     model.eval()
     try:
-        return frame_explorer(render, controls, live=live, title=title, sliders=[n for n in controls if n != "image"])
+        return frame_explorer(render, controls, live=live, title=title,
+                              sliders=[n for n in controls if n != "image"])
     finally:
         model.train(was_training)
