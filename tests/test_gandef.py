@@ -156,6 +156,23 @@ def test_training_moves_and_validates(mnist_data):
     assert not classifier.training and not disc.training
 
 
+def test_gamma_zero_is_mix_pgd(mnist_data):
+    """γ = 0 removes the discriminator from the classifier's loss: GanDef is then Mix PGD training exactly."""
+    from purify_lib import train
+
+    x, y = mnist_data["x_train"][:256], mnist_data["y_train"][:256]
+    common = dict(epochs=2, batch_size=64, lr=2e-3, seed=0)
+    torch.manual_seed(0)
+    gandef_clf = _tiny_classifier()
+    gandef.train_gandef(gandef_clf, LogitDiscriminator(10), x, y, gamma=0.0,
+                        adversary=WarmupPGD(eps=0.1, alpha=0.05, steps=1), **common)
+    torch.manual_seed(0)
+    mix_clf = _tiny_classifier()
+    train.fit(mix_clf, x, y, adversary=WarmupPGD(eps=0.1, alpha=0.05, steps=1), clean_weight=0.5, **common)
+    for a, b in zip(gandef_clf.parameters(), mix_clf.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_training_follows_the_lr_schedule(mnist_data):
     x, y = mnist_data["x_train"][:128], mnist_data["y_train"][:128]
     weights = {}
@@ -168,8 +185,9 @@ def test_training_follows_the_lr_schedule(mnist_data):
     assert not all(torch.equal(a, b) for a, b in zip(weights["constant"], weights["decay"]))
 
 
-@pytest.mark.parametrize("bad", [dict(variant="v3"), dict(gamma=-1.0), dict(epochs=0), dict(lr_schedule="cyclic"),
-                                 dict(adversary="pgd"), dict(x=torch.rand(4, 1, 28, 28) * 2)])
+@pytest.mark.parametrize("bad", [dict(variant="v3"), dict(gamma=-1.0), dict(epochs=0),
+                                 dict(lr_schedule="cyclic"), dict(adversary="pgd"),
+                                 dict(x=torch.rand(4, 1, 28, 28) * 2)])
 def test_training_rejects_bad_inputs(bad):
     args = dict(classifier=_tiny_classifier(), discriminator=LogitDiscriminator(10),
                 x=torch.rand(4, 1, 28, 28), y=torch.tensor([0, 1, 2, 3]), variant="v2", gamma=1.0, epochs=1,
