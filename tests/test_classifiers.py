@@ -8,7 +8,7 @@ from purify_lib import classifiers
 from purify_lib.data import info
 
 SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}
-WITH_DROPOUT = ("allcnn", "defgan_a", "defgan_b", "defgan_c", "convnet", "mnist_cnn", "cifar_cnn")
+WITH_DROPOUT = ("allcnn", "defgan_a", "defgan_b", "defgan_c", "convnet", "mnist_cnn")
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -65,6 +65,27 @@ def test_convnet_follows_the_keras_cifar10_example() -> None:
     expected = (conv(3, 32, 3) + conv(32, 32, 3) + conv(32, 64, 3) + conv(64, 64, 3)
                 + dense(6 * 6 * 64, 512) + dense(512, 10))
     assert n_params(classifiers.build("convnet", "cifar10", device="cpu")) == expected
+
+
+def test_mnist_cnn_is_the_apeganpp_code_net() -> None:
+    # conv3 valid 28 → 26 → 24, maxpool 6 → 4: FC-128 sees 4·4·64 = 1,024 numbers (the code's
+    # Linear(1024, 128)).
+    expected = conv(1, 32, 3) + conv(32, 64, 3) + dense(1024, 128) + dense(128, 10)
+    assert n_params(classifiers.build("mnist_cnn", "mnist", device="cpu")) == expected == 151_306
+
+
+def test_cifar_cnn_is_the_apeganpp_code_net() -> None:
+    # same-padded convs with batch norm (2 parameters per channel), maxpool 4 twice: 32 → 8 → 2, so FC-256
+    # sees 2·2·128 = 512 numbers.
+    expected = (conv(3, 64, 3) + conv(64, 64, 3) + conv(64, 128, 3) + conv(128, 128, 3)
+                + 2 * (2 * 64 + 2 * 128)
+                + dense(512, 256) + dense(256, 256) + dense(256, 10))
+    assert n_params(classifiers.build("cifar_cnn", "cifar10", device="cpu")) == expected
+
+
+def test_lenet5_has_the_classic_parameter_count() -> None:
+    expected = conv(1, 6, 5) + conv(6, 16, 5) + dense(400, 120) + dense(120, 84) + dense(84, 10)
+    assert n_params(classifiers.build("lenet5", "mnist", device="cpu")) == expected == 61_706
 
 
 @pytest.mark.parametrize("bad, message", [

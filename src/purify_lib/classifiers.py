@@ -20,8 +20,9 @@ name           source                                                           
 ``defgan_c``   AE-GAN+rs table 5, substitute C (fully connected)                 0.5, 0.5
 ``convnet``    APE-GAN (paper 000) table 1, target "ConvNet" (Keras CIFAR-10)    0.25, 0.25, 0.5
 ``convnet1-3`` APE-GAN table 1, substitutes ConvNet1, ConvNet2, ConvNet3         none
-``mnist_cnn``  APE-GAN++ (paper 001) fig. 3, **figure lost**: our choice         0.5
-``cifar_cnn``  APE-GAN++ fig. 3, **figure lost**: our choice                     0.5
+``mnist_cnn``  APE-GAN++ (paper 001) fig. 3 (lost): the authors' code            0.25, 0.5
+``cifar_cnn``  APE-GAN++ fig. 3 (lost): the authors' code                        none
+``lenet5``     LeCun et al. 1998 (APE-GAN++'s "LeNet", its ref. 31)              none
 ``resnet18``   He et al. 2016, small-image variant                               none
 ``vgg16``      Simonyan & Zisserman 2015, small-image variant with batch norm    none
 ``densenet``   Huang et al. 2017, DenseNet-BC-40 (k = 12)                        none
@@ -178,7 +179,8 @@ class DefGanC(Classifier):
     def __init__(self, channels: int = 1, size: int = 28, num_classes: int = 10,
                  dropout_at_test: bool = False) -> None:
         super().__init__(channels, size, num_classes)
-        self.body = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 200), nn.ReLU(), Dropout(0.5),
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(channels * size * size, 200), nn.ReLU(),
+                                  Dropout(0.5),
                                   nn.Linear(200, 200), nn.ReLU(), Dropout(0.5), nn.Linear(200, num_classes))
         self.set_dropout_at_test(dropout_at_test)
 
@@ -249,34 +251,62 @@ class SubstituteConvNet(Classifier):
         self.body = nn.Sequential(features, nn.Flatten(), *head, nn.Linear(cin, num_classes))
 
 
-# --- APE-GAN++ (paper 001), fig. 3: MNIST-CNN and CIFAR-CNN ------------------------------------------
+# --- APE-GAN++ (paper 001), fig. 3: MNIST-CNN, CIFAR-CNN, and LeNet-5 -------------------------------
 
-class SmallCNN(Classifier):
-    """APE-GAN++'s MNIST-CNN and CIFAR-CNN. Their layers were in the paper's fig. 3, which the text
-    extraction lost, so this is our choice: the Carlini–Wagner (2017) MNIST and CIFAR networks, the
-    standard small models of that literature.
+class MnistCNN(Classifier):
+    """APE-GAN++'s MNIST-CNN. The paper's fig. 3 was lost in extraction; this is the network of the authors'
+    public code (Afreadyang/APE-GAN-Plus-Plus, ``models.py``): conv3-32 (valid) → ReLU → conv3-64 (valid) →
+    ReLU → maxpool 6 → dropout 0.25 → FC-128 (no activation: the code has none) → dropout 0.5 → FC-10.
 
-    - ``mnist_cnn``: conv3-32, conv3-32, maxpool, conv3-64, conv3-64, maxpool, FC-200, dropout 0.5, FC-200,
-      FC-10;
-    - ``cifar_cnn``: conv3-64, conv3-64, maxpool, conv3-128, conv3-128, maxpool, FC-256, dropout 0.5,
-      FC-256, FC-10.
-
-    All convolutions "valid" with ReLU. The single dropout after the first dense layer is where the public
-    PyTorch APE-GAN code (which APE-GAN++'s builds on) left dropout on at test time: see
-    ``dropout_at_test``.
+    On 28×28 that is 28 → 26 → 24 → 4, so the first dense layer sees 4·4·64 = 1,024 numbers. The code drops
+    whole channels of the pooled maps (``dropout2d``) where we drop single values, and it calls dropout
+    without the training flag, i.e. **always on**, at test and attack time too: ``dropout_at_test=True``
+    reproduces that (chapter 3 shows what it does to table II); the default is off in eval mode.
     """
 
-    def __init__(self, widths: tuple[int, int, int], channels: int, size: int, num_classes: int = 10,
+    def __init__(self, channels: int = 1, size: int = 28, num_classes: int = 10,
                  dropout_at_test: bool = False) -> None:
         super().__init__(channels, size, num_classes)
-        c1, c2, fc = widths
-        features = nn.Sequential(
-            nn.Conv2d(channels, c1, 3), nn.ReLU(), nn.Conv2d(c1, c1, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 3), nn.ReLU(), nn.Conv2d(c2, c2, 3), nn.ReLU(), nn.MaxPool2d(2))
+        features = nn.Sequential(nn.Conv2d(channels, 32, 3), nn.ReLU(), nn.Conv2d(32, 64, 3), nn.ReLU(),
+                                 nn.MaxPool2d(6))
         flat = _flat_size(features, channels, size)
-        self.body = nn.Sequential(features, nn.Flatten(), nn.Linear(flat, fc), nn.ReLU(), Dropout(0.5),
-                                  nn.Linear(fc, fc), nn.ReLU(), nn.Linear(fc, num_classes))
+        self.body = nn.Sequential(features, Dropout(0.25), nn.Flatten(), nn.Linear(flat, 128), Dropout(0.5),
+                                  nn.Linear(128, num_classes))
         self.set_dropout_at_test(dropout_at_test)
+
+
+class CifarCNN(Classifier):
+    """APE-GAN++'s CIFAR-CNN, from the authors' code (fig. 3 lost): [conv3-64 (same) → BN → ReLU] ×2 →
+    maxpool 4 → [conv3-128 → BN → ReLU] ×2 → maxpool 4 → FC-256 → ReLU → FC-256 → ReLU → FC-10. No dropout.
+    On 32×32 the first dense layer sees 2·2·128 = 512 numbers."""
+
+    def __init__(self, channels: int = 3, size: int = 32, num_classes: int = 10) -> None:
+        super().__init__(channels, size, num_classes)
+
+        def block(cin: int, cout: int) -> list[nn.Module]:
+            return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+
+        features = nn.Sequential(*block(channels, 64), *block(64, 64), nn.MaxPool2d(4),
+                                 *block(64, 128), *block(128, 128), nn.MaxPool2d(4))
+        flat = _flat_size(features, channels, size)
+        self.body = nn.Sequential(features, nn.Flatten(), nn.Linear(flat, 256), nn.ReLU(),
+                                  nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, num_classes))
+
+
+class LeNet5(Classifier):
+    """LeNet-5 (LeCun et al. 1998), APE-GAN++'s "LeNet" (its ref. 31; the registry's ``lenet`` is GanDef's
+    larger net): conv5-6 → ReLU → maxpool 2 → conv5-16 (valid) → ReLU → maxpool 2 → FC-120 → ReLU → FC-84 →
+    ReLU → FC-10. The first convolution pads by 2, so a 28×28 digit is handled like the original 32×32 input
+    (28 → 28 → 14 → 10 → 5: the dense layers see 5·5·16 = 400 numbers, 61,706 parameters in all). ReLU and
+    max pooling replace the 1998 net's scaled tanh and trainable subsampling, as in every modern port."""
+
+    def __init__(self, channels: int = 1, size: int = 28, num_classes: int = 10) -> None:
+        super().__init__(channels, size, num_classes)
+        features = nn.Sequential(nn.Conv2d(channels, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                 nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2))
+        flat = _flat_size(features, channels, size)
+        self.body = nn.Sequential(features, nn.Flatten(), nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84),
+                                  nn.ReLU(), nn.Linear(84, num_classes))
 
 
 # --- standard deep models, adapted to 28×28 and 32×32 --------------------------------------------------
@@ -290,7 +320,8 @@ class _BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(cout)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(cout))
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -303,7 +334,8 @@ class ResNet18(Classifier):
 
     def __init__(self, channels: int, size: int, num_classes: int, width: int = 64) -> None:
         super().__init__(channels, size, num_classes)
-        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                                   nn.BatchNorm2d(width),
                                    nn.ReLU()]
         cin = width
         for stage, mult in enumerate((1, 2, 4, 8)):
@@ -366,9 +398,11 @@ class DenseNet(Classifier):
                 cin += growth
             if block < 2:
                 cout = cin // 2
-                layers += [nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False), nn.AvgPool2d(2)]
+                layers += [nn.BatchNorm2d(cin), nn.ReLU(), nn.Conv2d(cin, cout, 1, bias=False),
+                           nn.AvgPool2d(2)]
                 cin = cout
-        self.body = nn.Sequential(*layers, nn.BatchNorm2d(cin), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        self.body = nn.Sequential(*layers, nn.BatchNorm2d(cin), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                  nn.Flatten(),
                                   nn.Linear(cin, num_classes))
 
 
@@ -386,8 +420,9 @@ REGISTRY: dict[str, Builder] = {
     "convnet1": lambda c, s, k, **o: SubstituteConvNet("convnet1", c, s, k, **o),
     "convnet2": lambda c, s, k, **o: SubstituteConvNet("convnet2", c, s, k, **o),
     "convnet3": lambda c, s, k, **o: SubstituteConvNet("convnet3", c, s, k, **o),
-    "mnist_cnn": lambda c, s, k, **o: SmallCNN((32, 64, 200), c, s, k, **o),
-    "cifar_cnn": lambda c, s, k, **o: SmallCNN((64, 128, 256), c, s, k, **o),
+    "mnist_cnn": MnistCNN,
+    "cifar_cnn": CifarCNN,
+    "lenet5": LeNet5,
     "resnet18": ResNet18,
     "vgg16": VGG16,
     "densenet": DenseNet,

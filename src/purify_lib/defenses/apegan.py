@@ -9,7 +9,8 @@ What the paper's text says and this module does:
 
 * ``G``: two 3×3 convolutions with 64 maps, then two deconvolutions, ReLU in between. The text gives no
   strides, deconvolution kernels or normalisation; like the authors' public code (DCGAN style) we use
-  stride 2 and batch norm, and 3×3 deconvolutions too, so 28×28 → 14×14 → 7×7 → 14×14 → 28×28. The last layer ends in a **sigmoid**, because the book's images
+  stride 2 and batch norm, and 3×3 deconvolutions too, so 28×28 → 14×14 → 7×7 → 14×14 → 28×28. The last
+  layer ends in a **sigmoid**, because the book's images
   live in [0, 1]: the common PyTorch port ends in ``tanh`` (range [-1, 1]) while feeding [0, 1] images,
   so half of its output range can never match a clean image.
 * ``D``: two 3×3 strided convolutions (32 and 64 maps: the text leaves the count and width open, and a
@@ -50,25 +51,51 @@ PAPER_WEIGHTS: tuple[float, float, float] = (0.1, 0.45, 0.45)
 """ξ1 (MSE), ξ2 (adversarial), ξ3 (total variation) from Section 4.2.1 of the paper."""
 
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU}
+"""The generator's hidden activations: ReLU (APE-GAN's text) or LeakyReLU with PyTorch's default slope 0.01
+(``F.leaky_relu`` in the APE-GAN++ authors' code)."""
+
+
 class APEGAN(nn.Module):
     """The APE-GAN generator, i.e. the purifier: images in [0, 1] → images in [0, 1] of the same shape.
 
+    Two stride-2 convolutions (``widths[0]``, then ``widths[1]`` maps), two stride-2 deconvolutions
+    (``widths[0]`` maps, then the image's channels), batch norm and ``activation`` in between, a sigmoid at
+    the end. The defaults are APE-GAN's (chapter 2); the APE-GAN++ authors' code uses ``widths=(64, 128)``,
+    ``kernel=4`` and ``activation="leaky_relu"`` (:data:`purify_lib.defenses.apeganpp.CODE_GENERATOR`), so
+    both papers, and IsoGAN, share this one class and differ only in their losses.
+
     Args:
         channels: image channels (1 for MNIST, 3 for CIFAR-10 and GTSRB).
-        width: feature maps of the two convolutions (64 in the paper).
+        widths: feature maps of the first and second convolution ((64, 64) in APE-GAN's text).
+        kernel: the kernel size of all four layers; the padding ``(kernel − 1) // 2`` and the deconvolutions'
+            output padding are chosen so every layer halves or doubles the size exactly.
+        activation: a key of :data:`ACTIVATIONS`.
 
     Height and width must be multiples of 4 (28 and 32 are).
     """
 
-    def __init__(self, channels: int = 1, width: int = 64) -> None:
+    def __init__(self, channels: int = 1, widths: tuple[int, int] = (64, 64), kernel: int = 3,
+                 activation: str = "relu") -> None:
         super().__init__()
+        if len(widths) != 2 or any(not isinstance(w, int) or w < 1 for w in widths):
+            raise ValueError(f"widths: expected two positive integers, got {widths!r}")
+        if not isinstance(kernel, int) or kernel < 2:
+            raise ValueError(f"kernel: expected an integer ≥ 2, got {kernel!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         self.channels = channels
+        w1, w2 = widths
+        pad = (kernel - 1) // 2
+        out_pad = 2 + 2 * pad - kernel  # (n − 1)·2 − 2·pad + kernel + out_pad = 2n
+        act = ACTIVATIONS[activation]
         self.net = nn.Sequential(
-            nn.Conv2d(channels, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.ConvTranspose2d(width, width, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(width),
-            nn.ReLU(),
-            nn.ConvTranspose2d(width, channels, 3, stride=2, padding=1, output_padding=1), nn.Sigmoid(),
+            nn.Conv2d(channels, w1, kernel, stride=2, padding=pad), nn.BatchNorm2d(w1), act(),
+            nn.Conv2d(w1, w2, kernel, stride=2, padding=pad), nn.BatchNorm2d(w2), act(),
+            nn.ConvTranspose2d(w2, w1, kernel, stride=2, padding=pad, output_padding=out_pad),
+            nn.BatchNorm2d(w1), act(),
+            nn.ConvTranspose2d(w1, channels, kernel, stride=2, padding=pad, output_padding=out_pad),
+            nn.Sigmoid(),
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -110,7 +137,8 @@ def total_variation(x: Tensor, eps: float = 1e-8) -> Tensor:
 
 def generator_losses(purified: Tensor, clean: Tensor, d_logits: Tensor,
                      weights: Sequence[float] = PAPER_WEIGHTS) -> dict[str, Tensor]:
-    """The terms of ``l_ae`` (Eq. 10): ``mse``, ``adv`` (−log D(G(x_adv)), mean), ``tv`` and their ``total``."""
+    """The terms of ``l_ae`` (Eq. 10): ``mse``, ``adv`` (−log D(G(x_adv)), mean), ``tv`` and their
+    ``total``."""
     mse = F.mse_loss(purified, clean)
     adv = F.binary_cross_entropy_with_logits(d_logits, torch.ones_like(d_logits))
     tv = total_variation(purified)
@@ -119,9 +147,10 @@ def generator_losses(purified: Tensor, clean: Tensor, d_logits: Tensor,
 
 
 def apegan_step(generator: APEGAN, discriminator: Discriminator, opt_g: torch.optim.Optimizer,
-                opt_d: torch.optim.Optimizer, *, weights: Sequence[float] = PAPER_WEIGHTS, g_steps: int = 2) -> Step:
-    """APE-GAN's step on a batch ``(clean, adversarial)``: one discriminator update, then ``g_steps`` generator
-    updates on ``l_ae`` (the paper's two G steps per D step, on the same batch).
+                opt_d: torch.optim.Optimizer, *, weights: Sequence[float] = PAPER_WEIGHTS,
+                g_steps: int = 2) -> Step:
+    """APE-GAN's step on a batch ``(clean, adversarial)``: one discriminator update, then ``g_steps``
+    generator updates on ``l_ae`` (the paper's two G steps per D step, on the same batch).
 
     The discriminator learns to tell clean images (label 1) from purified ones (label 0); the generator then
     minimises ``ξ1·MSE(G(x_adv), x) − ξ2·log D(G(x_adv)) + ξ3·TV(G(x_adv))`` (:func:`generator_losses`).
@@ -164,7 +193,8 @@ def train_apegan(
 ) -> dict[str, Any]:
     """Train ``generator`` and ``discriminator`` in place on pairs ``(x_adv[i], x_clean[i])``.
 
-    :func:`apegan_step` on the training engine (:func:`purify_lib.train.run`); Adam with ``betas=(0.5, 0.999)``
+    :func:`apegan_step` on the training engine (:func:`purify_lib.train.run`); Adam with
+    ``betas=(0.5, 0.999)``
     for both players.
 
     Returns:
@@ -175,7 +205,8 @@ def train_apegan(
     check_images(x_clean, "x_clean", channels=generator.channels)
     check_images(x_adv, "x_adv", channels=generator.channels)
     if x_clean.shape != x_adv.shape:
-        raise ValueError(f"x_adv: expected the shape of x_clean {tuple(x_clean.shape)}, got {tuple(x_adv.shape)}")
+        raise ValueError(f"x_adv: expected the shape of x_clean {tuple(x_clean.shape)}, "
+                         f"got {tuple(x_adv.shape)}")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("g_steps", g_steps)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}: expected a positive integer, got {value!r}")
@@ -217,7 +248,8 @@ def fgsm_pairs(classifier: nn.Module, x: Tensor, y: Tensor, eps: float, *, key: 
     return cache.load_or_compute("apegan-fgsm-pairs", {**key, "eps": eps, "n": len(x)}, compute)
 
 
-def load_or_train_apegan(x_clean: Tensor, x_adv: Tensor, *, key: Mapping[str, Any] | None = None, seed: int = 0,
+def load_or_train_apegan(x_clean: Tensor, x_adv: Tensor, *, key: Mapping[str, Any] | None = None,
+                         seed: int = 0,
                          **options: Any) -> tuple[APEGAN, dict[str, Any]]:
     """Build an APE-GAN for ``x_clean``'s shape and train it with :func:`train_apegan` (or load it from the
     cache).
