@@ -1,8 +1,8 @@
 # purify: the book and its checks. Every target creates .venv first if it is missing.
 #   make book        environment, offline assets, execute the chapters at PROFILE (default quick) whose notebook,
 #                    library code or profile changed, build _build/<PROFILE>/_build/html/
-#   make test        unit tests, every chapter under nbval at smoke, the smoke book (_build/smoke/), the browser
-#                    check of that book
+#   make test        the style gate (ruff), unit tests, every chapter under nbval at smoke, the smoke book
+#                    (_build/smoke/), the browser checks of that book and of JupyterLab
 #   make lab         JupyterLab with working widgets (live recomputation on the trained models)
 #   make regenerate  re-execute chapters with papermill and rewrite results/<PROFILE>/ (CHAPTERS="01_attacks")
 #   make gpu-bundle  .gpu/: wheels and datasets to carry to the offline GPU machine (CHAPTERS="02_apegan")
