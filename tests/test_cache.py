@@ -87,3 +87,13 @@ def test_atomic_write_leaves_no_temporaries(private_cache):
 def test_bad_name():
     with pytest.raises(ValueError, match="file-name stem"):
         cache.path_for("a/b", {})
+
+
+def test_fingerprint_tells_content_shape_and_dtype_apart():
+    a = torch.arange(6.0)
+    assert cache.fingerprint(a) == cache.fingerprint(a.clone())
+    assert cache.fingerprint(a) != cache.fingerprint(a.view(2, 3))
+    assert cache.fingerprint(a) != cache.fingerprint(a.double())
+    # 0-d tensors, such as batch norm's num_batches_tracked
+    assert cache.fingerprint(torch.tensor(3)) != cache.fingerprint(torch.tensor(4))
+    assert cache.fingerprint(a, None) != cache.fingerprint(a)

@@ -51,7 +51,7 @@ def fingerprint(*tensors: torch.Tensor | None) -> str:
             continue
         t = t.detach().cpu().contiguous()
         digest.update(f"{tuple(t.shape)}{t.dtype}".encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return digest.hexdigest()[:16]
 
 
