@@ -1,0 +1,387 @@
+"""IsoGAN (JIFS 2020, doi 10.3233/JIFS-200280; the paper is unnamed, the book calls it IsoGAN): an APE-GAN
+that also denoises **clean** images, tied to the denoised adversarial images by an "isomorphic" loss.
+
+The generator ``G`` sees an adversarial image ``x_adv`` and its clean original ``x``:
+``x_fake = G(x_adv)`` and ``x_dec = G(x)``. Its loss is a weighted sum of
+
+* **repair** ``l_xf = MSE(x_fake, x)`` (APE-GAN's pixel loss),
+* **recovery** ``l_xd = MSE(x_dec, x)`` (leave clean images alone: the paper's motivation is that APE-GAN
+  costs clean accuracy),
+* **isomorphic** ``l_df = MSE(x_fake, x_dec)`` (the paper credits its PSNR/SSIM gains to this term),
+* **label** ``CE(f(x_fake), y)`` through the frozen classifier ``f`` G is trained with, and
+* **gan**: the non-saturating ``−log D(·)`` on ``x_fake`` and ``x_dec``; the discriminator ``D`` learns clean
+  images as real and both outputs of ``G`` as fake.
+
+What survives of the paper and what this module chooses:
+
+* The text kept the losses' names and what they compare; equations 3–5, the architecture (Fig. 2) and
+  every table number were lost. ``G`` is :class:`~purify_lib.defenses.apegan.APEGAN` and ``D``
+  :class:`~purify_lib.defenses.apegan.Discriminator` (BCE), so that against APE-GAN on the same pairs only
+  the losses differ.
+* The weights are not given: :data:`DEFAULT_WEIGHTS` is our starting point, and chapters choose among a
+  small grid on a validation split. A term whose weight is 0 is not computed at all, and with
+  ``recovery = isomorphic = 0`` clean images never enter ``G`` (nor ``D``'s fakes): :data:`ABLATION`
+  builds the loss up term by term, starting from APE-GAN without its TV term.
+* One discriminator update, then one generator update per batch (the paper does not say); Adam 2e-4
+  (the paper's rate) with β1 = 0.5 as APE-GAN; the paper's batch is 32.
+* Training pairs: FGSM at the paper's multiplier (:data:`EPS_PAPER`) against the classifier, crafted once.
+
+By the triangle inequality ``√l_df ≤ √l_xf + √l_xd``: once repair and recovery are small, the isomorphic
+distance is small too, and its *marginal* effect is an empirical question, which the chapter's ablation
+tests.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .. import cache, metrics, plots
+from ..attacks import attack_mode, pgd
+from ..checks import check_image_shape, check_images, check_labels, check_positive
+from ..evaluate import Defended, accuracy, predict
+from ..results import Results
+from ..runtime import get_device, model_device
+from ..train import Loop, Step, run
+from .apegan import APEGAN, Discriminator
+
+__all__ = ["TERMS", "DEFAULT_WEIGHTS", "ABLATION", "CHANGED", "EPS_PAPER", "check_weights", "uses_clean",
+           "choose", "generator_losses", "isogan_step", "validation_scores", "train_isogan",
+           "weights_fingerprint", "load_or_train_isogan", "purify", "quality", "add_scores", "flip_distances",
+           "paired_difference", "explorer_frame"]
+
+TERMS: tuple[str, ...] = ("repair", "recovery", "isomorphic", "label", "gan")
+"""The generator's loss terms, in the order the ablation adds them (the GAN term is always on)."""
+DEFAULT_WEIGHTS: dict[str, float] = {"repair": 1.0, "recovery": 1.0, "isomorphic": 1.0, "label": 0.5,
+                                     "gan": 0.05}
+"""Our starting weights (the paper's equation 3 is lost)."""
+ABLATION: dict[str, dict[str, float]] = {
+    "repair": {**DEFAULT_WEIGHTS, "recovery": 0.0, "isomorphic": 0.0, "label": 0.0},
+    "+recovery": {**DEFAULT_WEIGHTS, "isomorphic": 0.0, "label": 0.0},
+    "+isomorphic": {**DEFAULT_WEIGHTS, "label": 0.0},
+    "+label": dict(DEFAULT_WEIGHTS),
+}
+"""The ablation's variants: repair only (APE-GAN without TV), then recovery, isomorphic and label added."""
+CHANGED = 0.5 / 255
+"""An example counts as changed by its attack when some pixel moved by at least half a grey level."""
+EPS_PAPER: dict[str, float] = {"grey": 0.3, "rgb": 0.15}
+"""The paper's FGSM "perturbation multiplier" for grey and RGB images, read on the [0, 1] scale (for RGB
+images on a [−1, 1] scale it would be 0.075 here)."""
+
+
+def check_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    """``weights`` as a plain dict over :data:`TERMS`, each a finite number ≥ 0 and ``repair`` > 0."""
+    if not isinstance(weights, Mapping) or set(weights) != set(TERMS):
+        got = sorted(weights) if isinstance(weights, Mapping) else type(weights).__name__
+        raise ValueError(f"weights: expected one weight for each of {', '.join(TERMS)}, got {got}")
+    out = {k: check_positive(weights[k], f"weights[{k!r}]", allow_zero=True) for k in TERMS}
+    check_positive(out["repair"], "weights['repair']")
+    return out
+
+
+def uses_clean(weights: Mapping[str, float]) -> bool:
+    """Whether ``G`` must see the clean images: only the recovery and isomorphic terms need ``G(x)``."""
+    return weights["recovery"] > 0 or weights["isomorphic"] > 0
+
+
+def generator_losses(fake: Tensor, clean: Tensor, *, weights: Mapping[str, float], dec: Tensor | None = None,
+                     logits: Tensor | None = None, y: Tensor | None = None,
+                     d_logits: Tensor | None = None) -> dict[str, Tensor]:
+    """The generator's loss terms with a nonzero weight, and their weighted ``total``.
+
+    Args:
+        fake: ``G(x_adv)``; clean: ``x``; dec: ``G(x)`` (needed by recovery and isomorphic).
+        logits, y: ``f(G(x_adv))`` and the labels (needed by label).
+        d_logits: ``D``'s logits on every output of ``G`` (``fake``, then ``dec`` if used; needed by gan).
+        weights: one weight per term of :data:`TERMS`; a zero weight leaves its term out entirely.
+    """
+    weights = check_weights(weights)
+    needs = {"recovery": dec, "isomorphic": dec, "label": logits, "gan": d_logits}
+    missing = [k for k, v in needs.items() if weights[k] > 0 and v is None]
+    if weights["label"] > 0 and y is None:
+        missing.append("label (y)")
+    if missing:
+        raise ValueError(f"generator_losses: the terms {missing} have nonzero weights but no inputs")
+    compute = {
+        "repair": lambda: F.mse_loss(fake, clean),
+        "recovery": lambda: F.mse_loss(dec, clean),
+        "isomorphic": lambda: F.mse_loss(fake, dec),
+        "label": lambda: F.cross_entropy(logits, y),
+        "gan": lambda: F.binary_cross_entropy_with_logits(d_logits, torch.ones_like(d_logits)),
+    }
+    terms = {k: compute[k]() for k in TERMS if weights[k] > 0}
+    terms["total"] = sum(weights[k] * v for k, v in terms.items())
+    return terms
+
+
+def isogan_step(generator: APEGAN, discriminator: Discriminator, classifier: nn.Module,
+                opt_g: torch.optim.Optimizer, opt_d: torch.optim.Optimizer, *,
+                weights: Mapping[str, float]) -> Step:
+    """IsoGAN's step on a batch ``(clean, adversarial, labels)``: one ``D`` update, then one ``G`` update.
+
+    ``G`` runs on the adversarial and (when a clean term is on) the clean images in one batch. ``D`` learns
+    clean images as real and ``G``'s outputs as fake; ``G`` then minimises :func:`generator_losses`. The
+    classifier is only read (frozen, eval mode) by the label term. Returns ``d_loss``, ``g_loss`` and each
+    active term.
+    """
+    weights = check_weights(weights)
+    with_clean = uses_clean(weights)
+
+    def step(loop: Loop, batch: tuple[Tensor, ...]) -> dict[str, float]:
+        clean, adv, y = batch
+        inputs = torch.cat([adv, clean]) if with_clean else adv
+        with loop.autocast():
+            with torch.no_grad():
+                fakes = generator(inputs)
+            real_logits, fake_logits = discriminator(clean), discriminator(fakes)
+            d_loss = (F.binary_cross_entropy_with_logits(real_logits, torch.ones_like(real_logits))
+                      + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+        loop.update(opt_d, d_loss)
+        with loop.autocast():
+            out = generator(inputs)
+            fake, dec = (out[:len(adv)], out[len(adv):]) if with_clean else (out, None)
+            logits = classifier(fake).float() if weights["label"] > 0 else None
+            d_logits = discriminator(out).float() if weights["gan"] > 0 else None
+            losses = generator_losses(fake.float(), clean, weights=weights,
+                                      dec=None if dec is None else dec.float(), logits=logits, y=y,
+                                      d_logits=d_logits)
+        loop.update(opt_g, losses["total"])
+        return {"d_loss": d_loss.item(), "g_loss": losses["total"].item(),
+                **{k: v.item() for k, v in losses.items() if k != "total"}}
+
+    return step
+
+
+def _check_triple(x: Tensor, x_adv: Tensor, y: Tensor, names: tuple[str, str, str], channels: int) -> None:
+    check_images(x, names[0], channels=channels)
+    check_images(x_adv, names[1], channels=channels)
+    if x.shape != x_adv.shape:
+        raise ValueError(f"{names[1]}: expected the shape of {names[0]} {tuple(x.shape)}, "
+                         f"got {tuple(x_adv.shape)}")
+    check_labels(y, len(x), names[2])
+    if len(x) == 0:
+        raise ValueError(f"{names[0]}: expected at least one image, got 0")
+
+
+def validation_scores(generator: nn.Module, classifier: nn.Module, x: Tensor, x_adv: Tensor,
+                      y: Tensor) -> dict[str, float]:
+    """Accuracy of ``classifier(G(·))`` on clean (``clean_acc``) and adversarial (``adv_acc``) validation
+    images: what :func:`choose` picks weights by."""
+    system = Defended(generator, classifier)
+    return {"clean_acc": accuracy(system, x, y), "adv_acc": accuracy(system, x_adv, y)}
+
+
+def choose(scores: Mapping[str, Mapping[str, float]], reference: float, tolerance: float = 0.01) -> str:
+    """The candidate to keep, from its :func:`validation_scores`: the highest ``adv_acc`` among those whose
+    ``clean_acc`` is at least ``reference − tolerance`` (``reference``: the bare classifier's clean
+    validation accuracy; the paper's motivation is to keep it), else the highest ``clean_acc``. Ties go to
+    the first candidate."""
+    if not scores:
+        raise ValueError("scores: expected at least one candidate")
+    for name, s in scores.items():
+        if not isinstance(s, Mapping) or not {"clean_acc", "adv_acc"} <= set(s):
+            raise ValueError(f"scores[{name!r}]: expected clean_acc and adv_acc")
+    check_positive(tolerance, "tolerance", allow_zero=True)
+    keep = [k for k, s in scores.items() if s["clean_acc"] >= reference - tolerance - 1e-9]
+    if keep:
+        return max(keep, key=lambda k: scores[k]["adv_acc"])
+    return max(scores, key=lambda k: scores[k]["clean_acc"])
+
+
+def train_isogan(
+    generator: APEGAN,
+    discriminator: Discriminator,
+    classifier: nn.Module,
+    x_clean: Tensor,
+    x_adv: Tensor,
+    y: Tensor,
+    *,
+    epochs: int,
+    batch_size: int = 64,
+    lr: float = 2e-4,
+    weights: Mapping[str, float] = DEFAULT_WEIGHTS,
+    val: tuple[Tensor, Tensor, Tensor] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Train ``generator`` and ``discriminator`` in place on triples ``(x_clean[i], x_adv[i], y[i])``.
+
+    :func:`isogan_step` on :func:`purify_lib.train.run`; Adam (``lr``, β = (0.5, 0.999)) for both players.
+    ``classifier`` (the network ``G`` is trained with, read by the label term) stays frozen.
+
+    Args:
+        val: ``(x, x_adv, y)`` validation triples: :func:`validation_scores` after every epoch, recorded as
+            ``val_clean_acc`` and ``val_adv_acc``.
+
+    Returns:
+        The engine's history: per-epoch means and per-step lists (``history["steps"]``) of ``d_loss``,
+        ``g_loss`` and every active term, ``seconds`` per epoch, the validation numbers, and ``weights``.
+    """
+    weights = check_weights(weights)
+    _check_triple(x_clean, x_adv, y, ("x_clean", "x_adv", "y"), generator.channels)
+    if val is not None:
+        if not isinstance(val, (tuple, list)) or len(val) != 3:
+            raise ValueError("val: expected a triple (x, x_adv, y)")
+        _check_triple(*val, ("val[0]", "val[1]", "val[2]"), generator.channels)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    check_positive(lr, "lr")
+
+    device = model_device(generator)
+    discriminator.to(device)
+    classifier.to(device)
+    opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+    step = isogan_step(generator, discriminator, classifier, opt_g, opt_d, weights=weights)
+    validate = None
+    if val is not None:
+        def validate() -> dict[str, float]:
+            return {f"val_{k}": v for k, v in validation_scores(generator, classifier, *val).items()}
+    with attack_mode(classifier):  # eval mode, frozen weights: gradients reach G only
+        history = run(step, (x_clean, x_adv, y), epochs=epochs, batch_size=batch_size,
+                      modules=[generator, discriminator], optimizers=[opt_g, opt_d], seed=seed,
+                      validate=validate, step_history=True, desc="IsoGAN")
+    history["weights"] = weights
+    return history
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """A content hash of ``model``'s state (parameters and buffers), for cache keys of what it produced.
+
+    Buffers are flattened first: :func:`purify_lib.cache.fingerprint` cannot view a 0-d integer tensor
+    (batch norm's ``num_batches_tracked``) as bytes.
+    """
+    return cache.fingerprint(*(t.reshape(-1) for t in model.state_dict().values()))
+
+
+def load_or_train_isogan(x_clean: Tensor, x_adv: Tensor, y: Tensor, classifier: nn.Module, *,
+                         key: Mapping[str, Any] | None = None, seed: int = 0,
+                         **options: Any) -> tuple[APEGAN, dict[str, Any]]:
+    """Build ``G`` (:class:`APEGAN`) and ``D`` (:class:`Discriminator`) for ``x_clean``'s shape and train them
+    with :func:`train_isogan` against ``classifier`` (or load them from the cache).
+
+    ``options`` (``epochs``, ``batch_size``, ``lr``, ``weights``, ``val``) go to :func:`train_isogan`. The
+    cache key holds fingerprints of the triples and of the classifier's weights, the seed, every option and
+    ``key`` (e.g. the ε and classifier that made the pairs).
+
+    Returns:
+        ``(generator, history)``: the trained purifier in eval mode on :func:`get_device`, and the history.
+    """
+    check_image_shape(x_clean, "x_clean")
+    channels, size = x_clean.shape[1], x_clean.shape[2]
+    torch.manual_seed(seed)
+    pair = nn.ModuleDict({"g": APEGAN(channels), "d": Discriminator(channels, size)}).to(get_device())
+    full_key = cache.training_key(x_clean, x_adv, seed=seed, key={
+        **(key or {}), "labels": cache.fingerprint(y),
+        "classifier": weights_fingerprint(classifier)}, **options)
+    pair, history = cache.load_or_train(
+        pair, lambda m: train_isogan(m["g"], m["d"], classifier, x_clean, x_adv, y, seed=seed, **options),
+        full_key, name="isogan")
+    generator = pair["g"]
+    generator.eval()
+    return generator, history
+
+
+def purify(generator: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
+    """``G(x)`` for every image of ``x``, batched, without gradients, in eval mode, on ``x``'s device."""
+    return predict(generator, x, batch_size)
+
+
+def quality(x: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-image PSNR (dB) and SSIM of ``x`` against ``ref`` (:mod:`purify_lib.metrics`), on the CPU."""
+    x, ref = x.detach().float().cpu(), ref.detach().float().cpu()
+    return metrics.psnr(x, ref), metrics.ssim(x, ref)
+
+
+def add_scores(R: Results, *, table: str, dataset: str, classifier: str, model: nn.Module, x: Tensor,
+               y: Tensor, x_adv: Tensor, purifiers: Mapping[str, nn.Module | None], attack: str, threat: str,
+               eps: float, quality_tables: tuple[str, str] | None = None) -> None:
+    """Score one set of examples for every defense and add the rows to ``R``.
+
+    ``x_adv`` holds examples of the first ``len(x_adv)`` images of ``(x, y)`` (``x`` itself for clean rows,
+    with ``attack="none"``, ``threat="none"``). Per defense (name → purifier, ``None`` = undefended): the
+    ``accuracy`` of ``model(purifier(x_adv))`` in ``table``; with ``quality_tables = (psnr_table,
+    ssim_table)`` also the mean PSNR and SSIM of what reaches the classifier against the clean image, over
+    the images the attack changed (some pixel by at least :data:`CHANGED`: an attack that fails, or finds the
+    image already misclassified, may return its input up to rounding), or over all images for clean inputs,
+    where only purifiers are scored (``G(x)`` against ``x``: the floor).
+    """
+    n = len(x_adv)
+    x, y = x[:n], y[:n]
+    clean = torch.equal(x_adv, x)
+    moved = (x_adv - x).abs().flatten(1).amax(1).cpu() >= CHANGED
+    changed = torch.ones(n, dtype=torch.bool) if clean else moved
+    row = dict(dataset=dataset, classifier=classifier, attack=attack, threat=threat, eps=float(eps))
+    for name, purifier in purifiers.items():
+        seen = x_adv if purifier is None else purify(purifier, x_adv)
+        R.add(table=table, **row, defense=name, metric="accuracy", value=accuracy(model, seen, y), n=n)
+        if quality_tables is None or (clean and purifier is None) or not changed.any():
+            continue
+        psnr, ssim = quality(seen[changed], x[changed])
+        for metric, t, values in (("psnr", quality_tables[0], psnr), ("ssim", quality_tables[1], ssim)):
+            R.add(table=t, **row, defense=name, metric=metric, value=values.mean().item(),
+                  n=int(changed.sum()))
+
+
+def flip_distances(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
+    """‖x_adv − x‖₂ per image, over the images ``model`` classifies right on ``x`` and wrong on ``x_adv``
+    (what a minimum-norm attack such as C&W-L2 needed to flip a right answer)."""
+    check_images(x_adv, "x_adv")
+    x, y = x[:len(x_adv)], y[:len(x_adv)]
+    check_labels(y, len(x_adv))
+    right = predict(model, x).argmax(1).cpu() == y.cpu()
+    wrong = predict(model, x_adv).argmax(1).cpu() != y.cpu()
+    return (x_adv - x).flatten(1).norm(dim=1).cpu()[right & wrong]
+
+
+def paired_difference(a: Tensor, b: Tensor, *, n_boot: int = 2_000, seed: int = 0,
+                      level: float = 0.95) -> dict[str, float]:
+    """Mean of ``b − a`` over paired per-image values, with a percentile bootstrap interval over images.
+
+    The interval covers the sampling of test images only, not the randomness of training.
+    Returns ``mean``, ``low``, ``high``.
+    """
+    if not (isinstance(a, Tensor) and isinstance(b, Tensor) and a.ndim == 1 and a.shape == b.shape
+            and len(a)):
+        raise ValueError("a, b: expected two non-empty 1-D tensors of equal length")
+    if not 0 < level < 1:
+        raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
+    n_boot = int(check_positive(n_boot, "n_boot"))
+    diff = (b - a).double().cpu()
+    idx = torch.randint(len(diff), (n_boot, len(diff)), generator=torch.Generator().manual_seed(seed))
+    means = diff[idx].mean(1)
+    tail = (1 - level) / 2
+    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype)).tolist()
+    return {"mean": diff.mean().item(), "low": low, "high": high}
+
+
+def explorer_frame(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Tensor, *, eps: float,
+                   threat: str, steps: int, class_names: list[str] | tuple[str, ...]) -> bytes:
+    """One frame of the chapter's ε explorer for a single image ``x`` (1×C×H×W) with label ``y`` (1).
+
+    PGD with ``steps`` steps at ``eps`` (step 2.5·ε/steps) against the classifier alone (``"oblivious"``) or
+    through ``G`` (``"whitebox"``); ε = 0 is the clean image. Shows the clean, adversarial and purified
+    images, the classifier's top-3 on each input, and PSNR/SSIM of both against the clean image.
+    """
+    if threat not in ("oblivious", "whitebox"):
+        raise ValueError(f"threat: expected 'oblivious' or 'whitebox', got {threat!r}")
+    device = model_device(classifier)
+    x, y = x.to(device), y.to(device)
+    target = classifier if threat == "oblivious" else Defended(generator, classifier)
+    x_adv = pgd(target, x, y, eps=eps, alpha=2.5 * eps / steps, steps=steps) if eps > 0 else x.clone()
+    with torch.no_grad():
+        x_pur = generator(x_adv)
+        probs = [torch.softmax(classifier(v), 1)[0].cpu() for v in (x, x_adv, x_pur)]
+    lines = []
+    for name, image in (("adversarial", x_adv), ("purified", x_pur)):
+        p, s = quality(image, x)
+        lines.append(f"{name}: PSNR {p.item():.1f} dB, SSIM {s.item():.3f}" if p.isfinite().all()
+                     else f"{name}: identical to clean")
+    fig = plots.prediction_panel(
+        [("clean", x[0].cpu()), ("adversarial", x_adv[0].cpu()), ("purified G(·)", x_pur[0].cpu())],
+        [("f(clean)", probs[0]), ("f(adversarial)", probs[1]), ("f(G(adversarial))", probs[2])],
+        class_names, true_label=int(y[0]), title=f"PGD ε = {eps:.3g} ({threat}); " + "; ".join(lines))
+    return plots.fig_to_png(fig)
