@@ -110,3 +110,15 @@ def test_evaluate_grid_adds_one_row_per_cell(mnist_model, test_set) -> None:
     with pytest.raises(ValueError, match="threats"):
         evaluate.evaluate_grid(results, table="t", dataset="mnist", classifier_name="cnn",
                                classifier=mnist_model, x=x, y=y, attacks={}, defenses={}, threats=("none",))
+
+
+def test_predict_and_attack_dataset_restore_each_submodules_mode(mnist_model, mnist_data):
+    # a wrapper built in train mode around eval-mode parts must not switch those parts to train mode
+    x, y = mnist_data["x_test"][:4], mnist_data["y_test"][:4]
+    purifier = nn.Sequential(nn.Identity(), nn.Dropout(0.5)).eval()
+    system = evaluate.Defended(purifier, mnist_model)
+    assert system.training and not mnist_model.training
+    evaluate.predict(system, x)
+    evaluate.attack_dataset(attacks.fgsm, system, x, y, eps=0.1)
+    assert system.training and not mnist_model.training and not purifier.training
+    assert not any(m.training for m in [*mnist_model.modules(), *purifier.modules()])

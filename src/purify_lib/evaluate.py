@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from purify_lib import adaptive
 from purify_lib.checks import check_images, check_labels, check_positive
 from purify_lib.results import THREATS, Results
-from purify_lib.runtime import model_device
+from purify_lib.runtime import eval_mode, model_device
 
 __all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid",
            "RUNNABLE"]
@@ -40,19 +40,15 @@ RUNNABLE = THREATS[:6]
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
     """The model's logits for every image in ``x``: batched, without gradients, in eval mode.
 
-    Batches go to the model's device; the logits come back on ``x``'s device, in float32. The model's
-    train/eval mode is restored afterwards.
+    Batches go to the model's device; the logits come back on ``x``'s device, in float32. Every
+    submodule's train/eval mode is restored afterwards.
     """
     check_images(x)
     check_positive(batch_size, "batch_size")
-    device, was_training = model_device(model), model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = [model(x[i:i + batch_size].to(device)).float().to(x.device)
-                   for i in range(0, len(x), batch_size)]
-    finally:
-        model.train(was_training)
+    device = model_device(model)
+    with eval_mode(model), torch.no_grad():
+        out = [model(x[i:i + batch_size].to(device)).float().to(x.device)
+               for i in range(0, len(x), batch_size)]
     return torch.cat(out) if out else torch.empty(0, 0, device=x.device)
 
 
@@ -90,16 +86,16 @@ def attack_dataset(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch
                    desc: str | None = None, **params: Any) -> Tensor:
     """Craft ``attack(model, xb, yb, **params)`` batch by batch over ``(x, y)``, with a progress bar.
 
-    Batches run on the model's device; the adversarial images come back on ``x``'s device. The model's
-    train/eval mode is restored afterwards (attacks run it in eval mode).
+    Batches run on the model's device; the adversarial images come back on ``x``'s device. Every
+    submodule's train/eval mode is restored afterwards (attacks run the model in eval mode).
     """
     check_images(x)
     check_labels(y, len(x))
     batch_size = int(check_positive(batch_size, "batch_size"))
-    device, was_training = model_device(model), model.training
+    device = model_device(model)
     name = _attack_name(attack)
     out = []
-    try:
+    with eval_mode(model):
         for i in tqdm(range(0, len(x), batch_size), desc=desc or name, leave=False):
             xb = x[i:i + batch_size].to(device)
             yb = y[i:i + batch_size].to(device)
@@ -108,8 +104,6 @@ def attack_dataset(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch
                 raise ValueError(f"attack {name}: expected adversarial images of shape {tuple(xb.shape)}, "
                                  f"got {tuple(x_adv.shape)}")
             out.append(x_adv.detach().to(x.device))
-    finally:
-        model.train(was_training)
     return torch.cat(out) if out else x.clone()
 
 
