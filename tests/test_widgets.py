@@ -1,6 +1,7 @@
 """The frame explorer: nested Stacks linked client-side to the controls, one frame per grid point."""
 from __future__ import annotations
 
+import io
 import ipywidgets as widgets
 import pytest
 import torch
@@ -95,3 +96,12 @@ def test_attack_explorer_frames():
     assert box.frames[(0, 0.0, 1)].value != box.frames[(0, 0.1, 5)].value
     assert isinstance(box.controls["image"], widgets.Dropdown)
     assert isinstance(box.controls["ε"], widgets.SelectionSlider)
+
+
+def test_progress_bars_obey_tqdm_disable_even_in_notebooks(monkeypatch):
+    # tqdm's notebook bar ignores TQDM_DISABLE: the library's bars must not
+    from purify_lib.runtime import progress
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress(range(3)).disable
+    monkeypatch.setenv("TQDM_DISABLE", "0")
+    assert not progress(range(3), file=io.StringIO()).disable

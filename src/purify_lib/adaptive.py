@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from purify_lib.runtime import progress
 
 from .attacks import _check_int, _check_norm, _margin, _project_, attack_mode
 from .checks import check_images, check_labels, check_positive
@@ -219,7 +219,7 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
         if not isinstance(image, Tensor) or image.shape != x.shape:
             got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise ValueError(f"generator: expected images shaped like x {tuple(x.shape)}, got {got}")
-        for _ in tqdm(range(steps), desc="latent attack", leave=False):
+        for _ in progress(range(steps), desc="latent attack", leave=False):
             image = generator(z)
             distance = (image - x).flatten(1).pow(2).sum(1)
             hinge = (-_margin(classifier(image), y)).clamp_min(-kappa)

@@ -22,12 +22,11 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from purify_lib import adaptive
 from purify_lib.checks import check_images, check_labels, check_positive
 from purify_lib.results import THREATS, Results
-from purify_lib.runtime import eval_mode, model_device
+from purify_lib.runtime import eval_mode, model_device, progress
 
 __all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid",
            "RUNNABLE"]
@@ -96,7 +95,7 @@ def attack_dataset(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, batch
     name = _attack_name(attack)
     out = []
     with eval_mode(model):
-        for i in tqdm(range(0, len(x), batch_size), desc=desc or name, leave=False):
+        for i in progress(range(0, len(x), batch_size), desc=desc or name, leave=False):
             xb = x[i:i + batch_size].to(device)
             yb = y[i:i + batch_size].to(device)
             x_adv = attack(model, xb, yb, **params)

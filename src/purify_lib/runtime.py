@@ -1,13 +1,16 @@
 """Where and how reproducibly code runs: the device, the seeds, a model's device."""
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 
 def get_device() -> torch.device:
@@ -40,3 +43,11 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+def progress(*args: Any, **kwargs: Any) -> tqdm:
+    """``tqdm.auto``'s progress bar, switched off when ``TQDM_DISABLE`` is set (tqdm's notebook bar ignores
+    that variable, so batch-executed chapters would otherwise keep one "0%" line per bar)."""
+    if os.environ.get("TQDM_DISABLE", "").lower() not in ("", "0", "false"):
+        kwargs["disable"] = True
+    return tqdm(*args, **kwargs)

@@ -28,13 +28,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from purify_lib import cache, classifiers
 from purify_lib.attacks import fgsm, pgd
 from purify_lib.checks import check_images, check_labels, check_positive
 from purify_lib.evaluate import accuracy, predict
-from purify_lib.runtime import model_device, seed_everything
+from purify_lib.runtime import model_device, progress, seed_everything
 
 Adversary = Callable[[nn.Module, Tensor, Tensor], Tensor]
 OPTIMIZERS = ("adam", "sgd")
@@ -161,7 +160,7 @@ def run(
             module.train()
         sums: dict[str, float] = {}
         seen = 0
-        bar = tqdm(torch.randperm(n, generator=generator).split(batch_size),
+        bar = progress(torch.randperm(n, generator=generator).split(batch_size),
                    desc=f"{desc} {epoch + 1}/{epochs}", leave=False)
         for idx in bar:
             batch = tuple(t[idx].to(loop.device, non_blocking=True) for t in tensors)

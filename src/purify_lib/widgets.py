@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from . import plots
 from .checks import check_images, check_labels
+from .runtime import progress
 
 __all__ = ["interactive_kernel", "frame_explorer", "attack_explorer"]
 
@@ -149,19 +150,14 @@ def frame_explorer(
     links: list[widgets.Widget] = []
     frames: dict[tuple, widgets.Widget] = {}
     grid = list(itertools.product(*(range(len(options[n])) for n in names)))
-    try:
-        from tqdm.auto import tqdm
-        progress = tqdm(total=len(grid), desc="rendering frames", leave=False)
-    except ImportError:  # tqdm is a dependency; this only guards odd environments
-        progress = None
+    bar = progress(total=len(grid), desc="rendering frames", leave=False)
 
     def build(level: int, chosen: tuple[int, ...]) -> widgets.Widget:
         if level == len(names):
             values = {n: options[n][i][1] for n, i in zip(names, chosen)}
             frame = _frame_widget(render(**values))
             frames[tuple(values[n] for n in names)] = frame
-            if progress is not None:
-                progress.update()
+            bar.update()
             return frame
         stack = widgets.Stack([build(level + 1, chosen + (i,)) for i in range(len(options[names[level]]))],
                               selected_index=0)
@@ -170,8 +166,7 @@ def frame_explorer(
         return stack
 
     root = build(0, ())
-    if progress is not None:
-        progress.close()
+    bar.close()
     box = widgets.VBox([*header, row, root])
     box.controls, box.live, box.stacks, box.links, box.frames = ctrl, False, stacks, links, frames
     return box

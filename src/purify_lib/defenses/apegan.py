@@ -34,13 +34,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from .. import cache
 from ..attacks import bim, fgsm
 from ..checks import check_image_shape, check_images, check_labels, check_positive
 from ..evaluate import attack_dataset
-from ..runtime import get_device, model_device
+from ..runtime import get_device, model_device, progress
 from ..train import Loop, Step, run
 
 EPS_PAPER: dict[str, float] = {"mnist": 15 / 255, "cifar10": 5 / 255, "gtsrb": 5 / 255}
@@ -241,7 +240,7 @@ def fgsm_pairs(classifier: nn.Module, x: Tensor, y: Tensor, eps: float, *, key: 
 
     def compute() -> Tensor:
         parts = [fgsm(classifier, xb.to(device), yb.to(device), eps=eps).cpu()
-                 for xb, yb in tqdm(list(zip(x.split(batch_size), y.split(batch_size))),
+                 for xb, yb in progress(list(zip(x.split(batch_size), y.split(batch_size))),
                                     desc="FGSM pairs", leave=False)]
         return torch.cat(parts)
 
