@@ -24,6 +24,14 @@ from torch import nn
 
 CACHE_VERSION = 2  # 2: histories come from the training engine (train.run)
 
+_computed: list[str] = []  # entry names this process computed (cache misses), in order
+
+
+def computed() -> list[str]:
+    """The names of the entries this process had to compute (cache misses), in order: after building a
+    model, a longer list means it was trained now rather than loaded."""
+    return list(_computed)
+
 
 def cache_dir() -> Path:
     """The cache folder (``PURIFY_CACHE``, else ``~/.cache/purify/cache``), created if missing."""
@@ -118,6 +126,7 @@ def load_or_compute(name: str, key: Mapping[str, Any], compute: Callable[[], Any
             warnings.warn(f"cache entry {path} could not be read ({type(err).__name__}: {err}); recomputing",
                           stacklevel=2)
     value = compute()
+    _computed.append(name)
     _atomic_save({"key": json.dumps(dict(key), sort_keys=True, default=str), "value": value}, path)
     return value
 

@@ -18,7 +18,7 @@ from torch import Tensor
 from .checks import check_images
 
 __all__ = ["to_numpy_image", "amplify", "image_grid", "accuracy_curves", "prediction_panel", "fig_to_png",
-           "show_code"]
+           "show_code", "oblivious_vs_adaptive"]
 
 
 def to_numpy_image(image: Tensor) -> np.ndarray:
@@ -189,3 +189,24 @@ def show_code(obj: object) -> None:
     from IPython.display import Code, display
 
     display(Code(inspect.getsource(obj), language="python"))
+
+
+def oblivious_vs_adaptive(table: pd.DataFrame, title: str = "") -> Figure:
+    """One line per defense from its worst-case accuracy (dot) to its oblivious accuracy (ring): the part
+    of the papers' number that an adaptive attacker takes away. ``table`` has columns ``defense``,
+    ``oblivious`` and ``worst`` (as :func:`purify_lib.leaderboard.leaderboard_table` returns)."""
+    t = table.iloc[::-1]
+    fig, ax = plt.subplots(figsize=(6.4, 0.32 * len(t) + 1.0))
+    ys = np.arange(len(t))
+    ax.hlines(ys, t["worst"], t["oblivious"], color="0.7", lw=2)
+    ax.scatter(t["oblivious"], ys, facecolors="none", edgecolors="C0", label="oblivious (papers' setting)",
+               zorder=3)
+    ax.scatter(t["worst"], ys, color="C3", label="adaptive (worst case)", zorder=3)
+    ax.set_yticks(ys, t["defense"])
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_xlabel("accuracy")
+    ax.legend(loc="lower right", fontsize="small")
+    ax.set_title(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

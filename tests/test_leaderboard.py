@@ -1,0 +1,118 @@
+"""The leaderboard's glue: which attacks apply to which defense, how detectors are scored, the per-image worst
+case, the self-checks, and that a defense missing its weights is trained through the cache, never skipped."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from purify_lib import leaderboard as lb
+from purify_lib import zoo
+from purify_lib.defenses import gandef, transforms
+from purify_lib.profiles import get_profile
+
+from conftest import small_cnn
+
+
+def defense(purifier=None, **kw) -> lb.Defense:
+    torch.manual_seed(0)
+    return lb.Defense("d", "d", "00_none", small_cnn().eval(), purifier, **kw)
+
+
+class Decoder(nn.Module):
+    latent = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 28 * 28)
+
+    def forward(self, z):
+        return torch.sigmoid(self.fc(z)).view(-1, 1, 28, 28)
+
+
+def test_plan_fits_each_kind_of_defense(mnist_data):
+    probe = mnist_data["x_test"][:8]
+    classifier = defense()
+    assert not lb.is_masked(classifier, probe)
+    assert lb.plan(classifier, False) == ["oblivious"]  # the oblivious attack already sees everything
+
+    smooth = defense(transforms.MedianSmoothing(2))
+    assert not lb.is_masked(smooth, probe)
+    assert lb.plan(smooth, False) == ["oblivious", "pgd", "bpda"]
+
+    bits = defense(transforms.BitDepth(1))
+    assert lb.is_masked(bits, probe)  # rounding: no white-box gradient, BPDA only
+    assert lb.plan(bits, True) == ["oblivious", "bpda"]
+
+    tv = defense(transforms.TVMinimisation(keep=0.5, steps=3), random=True)
+    assert lb.is_masked(tv, probe)
+    assert lb.plan(tv, True) == ["oblivious", "bpda", "bpda_eot"]
+
+    gen = Decoder()
+    searched = defense(nn.Identity(), generator=(gen, None))
+    assert lb.plan(searched, False)[-1] == "latent"
+
+    pair = gandef.GanDef(small_cnn(), gandef.LogitDiscriminator(10))
+    comb = defense(detector=pair)
+    assert lb.plan(comb, False, "linf") == ["oblivious", "detector_aware"]
+    assert lb.plan(comb, False, "l2") == ["oblivious"]  # chapter 5's detector-aware attack is L∞
+
+
+def test_detector_scoring_credits_rejections_on_attacks_only(mnist_data):
+    x, y = mnist_data["x_test"][:32], mnist_data["y_test"][:32]
+    pair = gandef.GanDef(small_cnn(), gandef.LogitDiscriminator(10)).eval()
+    last = [m for m in pair.discriminator.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.fill_(10.0)  # D's probability of "adversarial" ≈ 1 for every input: everything rejected
+    comb = lb.Defense("c", "c", "05_gandef", pair.classifier, detector=pair)
+    assert lb.handled(comb, x, y, adversarial=True).all()
+    assert not lb.handled(comb, x, y, adversarial=False).any()
+    with torch.no_grad():
+        last.bias.fill_(-10.0)  # nothing rejected: plain accuracy
+    correct = pair.classifier(x).argmax(1) == y
+    assert torch.equal(lb.handled(comb, x, y), correct)
+
+
+def test_adaptive_is_the_per_image_worst_case(mnist_model, mnist_data):
+    x, y = mnist_data["x_test"][:24], mnist_data["y_test"][:24]
+    d = lb.Defense("bits", "bits", "03_apeganpp", mnist_model, transforms.BitDepth(2))
+    budgets = [lb.Budget(0.3, steps=5), lb.Budget(2.0, "l2", steps=5)]
+    f = lb.evaluate_defense(d, x, y, budgets)
+    for (eps, norm), g in f[f["norm"] != "none"].groupby(["eps", "norm"]):
+        v = g.set_index("attack")["value"]
+        assert set(v.index) == {"oblivious", "bpda", "adaptive"}
+        assert v["adaptive"] <= min(v["oblivious"], v["bpda"])
+    clean = f[f["attack"] == "clean"]["value"].item()
+    assert clean > 0.8  # 2-bit MNIST is still MNIST
+    assert f[(f["attack"] == "adaptive") & (f["eps"] == 0.3)]["value"].item() < clean - 0.3
+
+
+def test_checks_flag_a_stronger_autoattack_and_a_broken_order(mnist_data):
+    rows = [dict(defense="d", attack=a, eps=0.3, norm="linf", value=v, n=10)
+            for a, v in (("oblivious", 0.5), ("adaptive", 0.6), ("autoattack", 0.2))]
+    defenses = {"d": defense(transforms.MedianSmoothing(2))}
+    checked = lb.checks(pd.DataFrame(rows), defenses, mnist_data["x_test"][:8])
+    assert not checked["adaptive_le_oblivious"].item()
+    assert checked["autoattack_within"].item() is False
+    lines = lb.check_lines(checked, (0.5, 100, (0.9, 1000)))
+    assert "fails for d" in lines[0] and "**no** on d" in lines[1] and "not consistent" in lines[2]
+
+
+def test_bad_attack_name_is_refused(mnist_data):
+    with pytest.raises(ValueError, match="attack: expected"):
+        lb.craft(defense(), "fgsm", mnist_data["x_test"][:2], mnist_data["y_test"][:2], lb.Budget(0.1))
+
+
+def test_missing_weights_are_trained_through_the_cache_never_skipped(tmp_path, monkeypatch):
+    monkeypatch.setenv("PURIFY_CACHE", str(tmp_path / "cache"))
+    smoke = get_profile("smoke")
+    first = zoo.gandef_models(smoke)
+    assert {"vanilla", "pure_pgd", "gandef"} <= set(first.modules)
+    assert any(name.startswith("gandef") for name in first.trained_now)  # trained now, not skipped
+    assert first.seconds["gandef"] > 0
+    again = zoo.gandef_models(smoke)
+    assert again.trained_now == []  # the second time everything comes from the cache
+    for a, b in zip(first.modules["gandef"].parameters(), again.modules["gandef"].parameters()):
+        assert torch.equal(a, b)
