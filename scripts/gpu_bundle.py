@@ -31,7 +31,8 @@ BUDGET_MIB = 60.0  # the device takes 64 MiB of working tree per trip; the track
 MIB = 2**20
 
 # chapter -> the datasets its notebook loads at the paper profile (read from each chapter's SETTINGS and its
-# data.load calls; 03, 04 and 06 as planned while they are being written: check them when they land)
+# data.load calls). 07_leaderboard also imports pyautoattack, which the GPU machine lacks and whose wheel
+# (45 MB, with example weights) does not fit a bundle: carry its package folder alone to run it there
 CHAPTER_DATASETS: dict[str, tuple[str, ...]] = {
     "01_attacks": ("mnist", "cifar10_jpeg", "cifar10_exact"),
     "02_apegan": ("mnist", "cifar10_jpeg", "gtsrb"),
@@ -39,6 +40,7 @@ CHAPTER_DATASETS: dict[str, tuple[str, ...]] = {
     "04_aegan": ("mnist", "fashion_mnist"),
     "05_gandef": ("mnist", "cifar10_jpeg", "cifar10_exact"),
     "06_isogan": ("mnist", "fashion_mnist", "cifar10_jpeg", "cifar10_exact"),
+    "07_leaderboard": ("mnist",),
 }
 
 # dataset -> its files under PURIFY_DATA, as purify_lib.data._bundle reads them
