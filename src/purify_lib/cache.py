@@ -63,6 +63,12 @@ def fingerprint(*tensors: torch.Tensor | None) -> str:
     return digest.hexdigest()[:16]
 
 
+def weights_fingerprint(model: nn.Module) -> str:
+    """A content hash of ``model``'s state (parameters and buffers): names a trained model in the cache key of
+    what it produced (buffers flattened, so 0-d ones such as ``num_batches_tracked`` hash like the rest)."""
+    return fingerprint(*(t.reshape(-1) for t in model.state_dict().values()))
+
+
 def describe(options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` made key-friendly and stable across runs: tensors and tensor tuples by :func:`fingerprint`,
     functions by their qualified name, ``functools.partial`` by function and arguments, other callables by

@@ -57,6 +57,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import cache, classifiers, train
+from ..cache import weights_fingerprint
 from ..attacks import attack_mode, cw_l2
 from ..checks import check_image_shape, check_images, check_labels, check_positive
 from ..evaluate import Defended, accuracy, attack_dataset, predict
@@ -381,10 +382,6 @@ def train_apegan_baseline(
     history["g_updates"] = g_steps * history["d_updates"]
     return history
 
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """A content hash of a model's parameters and buffers (names a trained classifier in a cache key)."""
-    return cache.fingerprint(*(t.reshape(-1) for t in model.state_dict().values()))  # 0-d buffers too
 
 
 def _load_or_train(name: str, players: nn.ModuleDict, train_fn: Callable[[nn.ModuleDict], Any],

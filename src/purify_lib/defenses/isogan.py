@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import cache, metrics, plots
+from ..cache import weights_fingerprint
 from ..attacks import attack_mode, pgd
 from ..checks import check_image_shape, check_images, check_labels, check_positive
 from ..evaluate import Defended, accuracy, predict
@@ -247,14 +248,6 @@ def train_isogan(
     history["weights"] = weights
     return history
 
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """A content hash of ``model``'s state (parameters and buffers), for cache keys of what it produced.
-
-    Buffers are flattened first: :func:`purify_lib.cache.fingerprint` cannot view a 0-d integer tensor
-    (batch norm's ``num_batches_tracked``) as bytes.
-    """
-    return cache.fingerprint(*(t.reshape(-1) for t in model.state_dict().values()))
 
 
 def load_or_train_isogan(x_clean: Tensor, x_adv: Tensor, y: Tensor, classifier: nn.Module, *,
