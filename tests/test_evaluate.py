@@ -34,7 +34,7 @@ def test_threat_none_is_clean_accuracy(mnist_model, test_set) -> None:
 def test_oblivious_with_identity_purifier_equals_attacking_the_classifier(mnist_model, test_set) -> None:
     x, y = test_set
     direct = evaluate.accuracy(mnist_model, attacks.fgsm(mnist_model, x, y, eps=0.15), y)
-    assert direct < 0.6  # the attack does something
+    assert direct < 0.7  # the attack does something (measured 0.55 from 0.965 clean)
     for threat in ("oblivious", "whitebox"):
         value = evaluate.robust_accuracy(mnist_model, x, y, attacks.fgsm, purifier=nn.Identity(),
                                          threat=threat, batch_size=64, eps=0.15)

@@ -28,14 +28,13 @@ import pandas as pd
 from torch import Tensor, nn
 
 from . import adaptive, attacks, evaluate, results, zoo
-from .attacks import attack_mode
 from .checks import check_images, check_labels
 from .defenses import gandef
 from .profiles import Profile
 from .runtime import model_device, progress, seed_everything
 
 __all__ = ["Defense", "Budget", "ATTACK_THREAT", "build", "system", "is_masked", "plan", "handled", "craft",
-           "autoattack", "evaluate_defense", "evaluate_all", "leaderboard_table", "checks", "board_html",
+           "evaluate_defense", "evaluate_all", "leaderboard_table", "checks", "board_html",
            "published_value", "check_lines"]
 
 THRESHOLD = 0.5
@@ -88,6 +87,7 @@ class Budget:
     eps: float
     norm: str = "linf"
     steps: int = 40
+    stages: int = 4  # PGD's step-size schedule: from eps / 2, halved after each quarter of the steps
     restarts: int = 1
     eot_samples: int = 4
     latent_steps: int = 100
@@ -182,9 +182,9 @@ def handled(d: Defense, x: Tensor, y: Tensor, adversarial: bool = True) -> Tenso
 
 
 def _pgd(target: nn.Module, x: Tensor, y: Tensor, budget: Budget, desc: str) -> Tensor:
-    return evaluate.attack_dataset(attacks.pgd, target, x, y, desc=desc, eps=budget.eps,
-                                   alpha=2.5 * budget.eps / budget.steps, steps=budget.steps,
-                                   restarts=budget.restarts, norm=budget.norm)
+    return evaluate.attack_dataset(attacks.pgd, target, x, y, desc=desc, eps=budget.eps, alpha=budget.eps / 2,
+                                   steps=budget.steps, stages=budget.stages, restarts=budget.restarts,
+                                   norm=budget.norm)
 
 
 def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tensor:
@@ -211,30 +211,6 @@ def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tens
                                        restarts=budget.restarts, threshold=THRESHOLD)
     raise ValueError(f"attack: expected one of oblivious, pgd, bpda, eot, bpda_eot, latent, detector_aware, "
                      f"got {attack!r}")
-
-
-def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
-               version: str = "standard", attacks_to_run: Sequence[str] | None = None, seed: int = 0,
-               batch_size: int = 500) -> Tensor:
-    """AutoAttack (``pyautoattack``, the reference code) on ``model``: adversarial images of ``x``.
-
-    ``version`` ``"standard"`` runs APGD-CE, APGD-T, FAB-T and Square; ``attacks_to_run`` picks a subset
-    (e.g. ``["apgd-ce"]``) instead. ``model`` runs in eval mode, restored afterwards.
-    """
-    from pyautoattack import AutoAttack
-
-    check_images(x)
-    check_labels(y, len(x))
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"norm: expected 'linf' or 'l2', got {norm!r}")
-    device = model_device(model)
-    runner = AutoAttack(model, eps=eps, norm="Linf" if norm == "linf" else "L2", seed=seed, device=device,
-                        version="custom" if attacks_to_run else version,
-                        attacks=list(attacks_to_run) if attacks_to_run else None)
-    runner.verbose = False
-    with attack_mode(model):
-        x_adv, _ = runner.run_standard_evaluation(x.to(device), y.to(device), batch_size=batch_size)
-    return x_adv.detach().to(x.device)
 
 
 def _autoattack_target(d: Defense, masked: bool) -> nn.Module:
@@ -282,8 +258,8 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
         add("adaptive", budget, worst)
         if budget in autoattack_budgets:
             k = min(autoattack_n, len(x))
-            x_aa = autoattack(_autoattack_target(d, masked), x[:k], y[:k], eps=budget.eps, norm=budget.norm,
-                              attacks_to_run=autoattack_attacks, seed=seed)
+            x_aa = attacks.autoattack(_autoattack_target(d, masked), x[:k], y[:k], eps=budget.eps,
+                                      norm=budget.norm, attacks_to_run=autoattack_attacks, seed=seed)
             ok = handled(d, x_aa, y[:k])
             add("autoattack", budget, ok)
             add("worst", budget, ok & worst[:k])
