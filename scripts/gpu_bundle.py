@@ -5,9 +5,9 @@
 The GPU machine has Python 3.12 with torch, pandas, matplotlib … preinstalled, no package index, and takes at
 most 64 MiB of working tree per trip. The bundle holds what it lacks and nothing more:
 
-- ``wheels/``: papermill, ipykernel, nbclient, nbformat, jupyter-client, ipywidgets and their dependencies as
-  Python 3.12 manylinux x86_64 wheels at the versions of ``constraints.txt``, minus every package the GPU
-  machine already has (:data:`GPU_PREINSTALLED`);
+- ``wheels/``: papermill, ipykernel, nbclient, nbformat, jupyter-client, ipywidgets, pyautoattack (without
+  its example weights) and their dependencies as Python 3.12 manylinux x86_64 wheels at the versions of
+  ``constraints.txt``, minus every package the GPU machine already has (:data:`GPU_PREINSTALLED`);
 - ``datasets/``: the offline datasets the chapters load at ``paper``, copied from ``--data`` (default
   ``PURIFY_DATA``) in the npz layout :func:`purify_lib.data.load` reads.
 
@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,8 +32,7 @@ BUDGET_MIB = 60.0  # the device takes 64 MiB of working tree per trip; the track
 MIB = 2**20
 
 # chapter -> the datasets its notebook loads at the paper profile (read from each chapter's SETTINGS and its
-# data.load calls). 07_leaderboard also imports pyautoattack, which the GPU machine lacks and whose wheel
-# (45 MB, with example weights) does not fit a bundle: carry its package folder alone to run it there
+# data.load calls)
 CHAPTER_DATASETS: dict[str, tuple[str, ...]] = {
     "01_attacks": ("mnist", "cifar10_jpeg", "cifar10_exact"),
     "02_apegan": ("mnist", "cifar10_jpeg", "gtsrb"),
@@ -52,7 +52,11 @@ DATASET_FILES: dict[str, tuple[str, ...]] = {
     "gtsrb": ("gtsrb/train_subset.npz", "gtsrb/test.npz"),
 }
 
-NEEDED = ("papermill", "ipykernel", "nbclient", "nbformat", "jupyter-client", "ipywidgets")
+NEEDED = ("papermill", "ipykernel", "nbclient", "nbformat", "jupyter-client", "ipywidgets", "pyautoattack")
+
+# wheel -> folders inside it that no chapter imports: pyautoattack's 45 MB wheel is 44 MB of example model
+# weights, dropped so that chapters 5–7 (AutoAttack) fit a bundle
+SLIM = {"pyautoattack": ("pyautoattack/examples/",)}
 
 # the GPU machine image's Python packages (its package list, read on 2026-11-17): wheels of these are dropped
 GPU_PREINSTALLED = frozenset("""
@@ -142,10 +146,26 @@ def over_budget(chapters: list[str], sizes: dict[str, float], wheels_mib: float)
     return "\n".join(lines)
 
 
+def slim_wheel(wheel: Path, drop: tuple[str, ...]) -> None:
+    """Rewrite ``wheel`` in place without the files under the folders ``drop`` (and their RECORD lines, so
+    that pip installs it as a consistent wheel)."""
+    slim = wheel.with_suffix(".slim")
+    with zipfile.ZipFile(wheel) as src, zipfile.ZipFile(slim, "w", zipfile.ZIP_DEFLATED) as out:
+        for item in src.infolist():
+            if item.filename.startswith(drop):
+                continue
+            body = src.read(item)
+            if item.filename.endswith(".dist-info/RECORD"):
+                body = "".join(line for line in body.decode().splitlines(True)
+                               if not line.startswith(drop)).encode()
+            out.writestr(item, body)
+    slim.replace(wheel)
+
+
 def download_wheels(dest: Path) -> list[Path]:
     """Download :data:`NEEDED` with dependencies for the GPU machine into ``dest`` at the versions of
     ``constraints.txt`` (torch, triton, nvidia and cuda lines left out), then delete the wheels of packages it
-    already has and of :data:`UNUSED` ones. Returns the wheels kept."""
+    already has and of :data:`UNUSED` ones, and slim those of :data:`SLIM`. Returns the wheels kept."""
     constraints = dest / "constraints.txt"
     skip = re.compile(r"^(torch|torchvision|triton|nvidia-|cuda-)", re.IGNORECASE)
     constraints.write_text("".join(line for line in (ROOT / "constraints.txt").read_text().splitlines(True)
@@ -159,8 +179,10 @@ def download_wheels(dest: Path) -> list[Path]:
     for wheel in sorted(dest.glob("*.whl")):
         if wheel_name(wheel) in GPU_PREINSTALLED | UNUSED:
             wheel.unlink()
-        else:
-            kept.append(wheel)
+            continue
+        if wheel_name(wheel) in SLIM:
+            slim_wheel(wheel, SLIM[wheel_name(wheel)])
+        kept.append(wheel)
     return kept
 
 

@@ -6,6 +6,7 @@ import importlib.util
 import io
 import time
 import tomllib
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -135,3 +136,19 @@ def test_gpu_bundle_over_budget_says_what_to_leave_out():
     assert "02_apegan does not fit even alone" in message and "gtsrb, 60.4 MiB" in message
     with pytest.raises(ValueError, match="unknown chapter 99_nope"):
         bundle.chapter_datasets(["99_nope"])
+
+
+def test_gpu_bundle_slims_a_wheel_and_its_record(tmp_path):
+    bundle = _gpu_bundle()
+    wheel = tmp_path / "pkg-1.0-py3-none-any.whl"
+    record = "pkg/__init__.py,sha256=x,1\npkg/examples/w.pt,sha256=y,9\npkg-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("pkg/__init__.py", "A = 1\n")
+        z.writestr("pkg/examples/w.pt", b"\0" * 9)
+        z.writestr("pkg-1.0.dist-info/RECORD", record)
+    bundle.slim_wheel(wheel, ("pkg/examples/",))
+    with zipfile.ZipFile(wheel) as z:
+        assert z.namelist() == ["pkg/__init__.py", "pkg-1.0.dist-info/RECORD"]
+        assert z.read("pkg/__init__.py") == b"A = 1\n"
+        assert "examples" not in z.read("pkg-1.0.dist-info/RECORD").decode()
+    assert "pyautoattack" in bundle.NEEDED and "pyautoattack" in bundle.SLIM

@@ -254,12 +254,14 @@ def mim(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
 
 def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
                version: str = "standard", attacks_to_run: Sequence[str] | None = None, seed: int = 0,
-               batch_size: int = 500) -> Tensor:
+               batch_size: int = 500, n_iter: int | None = None) -> Tensor:
     """AutoAttack (Croce & Hein, 2020) through its reference code (``pyautoattack``), not ours: the yardstick
     our own attacks are checked against.
 
     ``version`` ``"standard"`` runs APGD-CE, APGD-T, FAB-T and Square; ``attacks_to_run`` picks a subset
-    (e.g. ``["apgd-ce"]``: 100 iterations with an adaptive step size, keeping the best point found).
+    (e.g. ``["apgd-ce"]``: 100 iterations with an adaptive step size, keeping the best point found; run this
+    way, the reference code gives it 5 restarts). ``n_iter`` overrides the APGD attacks' 100 iterations:
+    fewer only to prove that code runs (the ``smoke`` profile), never for a number anyone reads.
     """
     from pyautoattack import AutoAttack
 
@@ -271,6 +273,8 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str 
                         version="custom" if attacks_to_run else version,
                         attacks=list(attacks_to_run) if attacks_to_run else None)
     runner.verbose = False
+    if n_iter is not None:
+        runner.apgd.n_iter = runner.apgd_targeted.n_iter = _check_int(n_iter, "n_iter", 1)
     with attack_mode(model):
         x_adv, _ = runner.run_standard_evaluation(x.to(device), y.to(device), batch_size=batch_size)
     return x_adv.detach().to(x.device)
