@@ -197,8 +197,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
         norm: ``"linf"`` (signed steps) or ``"l2"`` (normalised-gradient steps); ``eps`` and ``alpha`` are
             measured in that norm.
         stages: a step-size schedule: the ``steps`` are split into ``stages`` equal runs and ``alpha`` halves
-            after each (large steps explore, small ones settle; on the adversarially trained LeNet of chapter
-            7, 40 steps in 4 stages from ``eps / 2`` beat 100 constant steps of ``eps / 8``).
+            after each (large steps explore, small ones settle). On chapter 7's 100 images at ε 0.3, 40 steps
+            in 4 stages from ``eps / 2`` left 2–3 points fewer correct than 100 constant steps of ``eps / 8``
+            through GanDef and IsoGAN, and as many on the PGD-trained LeNet.
         restarts: independent runs; per example the worst case is kept: misclassified (for a targeted
             attack: classified as ``y``) first, then the highest loss (targeted: the lowest).
         loss_fn: ``loss_fn(model(x), y) -> per-example loss`` to *maximise* (targeted: minimise); default
