@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 dest=book/_vendor
 stamp="$dest/.complete"
 packages="mathjax@3.2.2 requirejs@2.3.8 @jupyter-widgets/html-manager@1.0.15"
-layout=2  # bump when the folder layout below changes
+layout=3  # bump when the folder layout below changes
 if [[ -f "$stamp" && "$(cat "$stamp")" == "$layout $packages" ]]; then
   exit 0
 fi
@@ -25,5 +25,10 @@ cp -r "$mj/input" "$mj/output" "$mj/ui" "$mj/a11y" "$mj/sre" "$mj/adaptors" "$de
 cp "$tmp/requirejs-2.3.8/package/require.js" "$dest/requirejs/"
 find "$tmp/jupyter-widgets-html-manager-1.0.15/package/dist" -maxdepth 1 -type f ! -name '*.map' ! -name 'embed.js*' \
   -exec cp {} "$dest/@jupyter-widgets/html-manager/dist/" \;
+# the widget manager loads its icon fonts (FontAwesome, for the controls' glyphs) from its public path,
+# _static/@jupyter-widgets/, not from dist/: without them a page with such a control logs 404s
+find "$tmp/jupyter-widgets-html-manager-1.0.15/package/dist" -maxdepth 1 -type f \
+  \( -name '*.woff2' -o -name '*.woff' -o -name '*.ttf' -o -name '*.eot' -o -name '*.svg' \) \
+  -exec cp {} "$dest/@jupyter-widgets/" \;
 echo "$layout $packages" > "$stamp"
 echo "vendor_assets: $(du -sh "$dest" | cut -f1) in $dest"
