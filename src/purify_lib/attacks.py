@@ -43,7 +43,7 @@ from .runtime import model_device
 LossFn = Callable[[object, Tensor], Tensor]
 _TINY = 1e-12  # guards divisions by a zero gradient norm
 
-__all__ = ["fgsm", "bim", "illc", "pgd", "mim", "cw_l2", "deepfool", "jsma", "autoattack"]
+__all__ = ["fgsm", "bim", "illc", "pgd", "mim", "cw_l2", "deepfool", "jsma", "autoattack", "apgd_ce"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -279,6 +279,13 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str 
     with attack_mode(model):
         x_adv, _ = runner.run_standard_evaluation(x.to(device), y.to(device), batch_size=batch_size)
     return x_adv.detach().to(x.device)
+
+
+def apgd_ce(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf", n_iter: int = 100,
+            seed: int = 0) -> Tensor:
+    """AutoAttack's APGD-CE alone (:func:`autoattack` with ``attacks_to_run=["apgd-ce"]``): the yardstick the
+    chapters set beside their own PGD."""
+    return autoattack(model, x, y, eps=eps, norm=norm, attacks_to_run=["apgd-ce"], seed=seed, n_iter=n_iter)
 
 
 # ------------------------------------------------------------------------------ minimum-norm attacks
