@@ -120,6 +120,33 @@ def test_shared_bundle_real_data(monkeypatch):
     assert xg.shape == (12_630, 3, 32, 32) and int(yg.max()) == 42
 
 
+def test_jpeg_bundle_decodes_only_the_images_asked_for(isolated, monkeypatch):
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (30, 32, 32, 3), dtype=np.uint8)
+    blobs = []
+    for img in images:
+        buf = io.BytesIO()
+        Image.fromarray(img).save(buf, format="JPEG", quality=75)
+        blobs.append(np.frombuffer(buf.getvalue(), dtype=np.uint8))
+    offsets = np.cumsum([0] + [len(b) for b in blobs])
+    (isolated / "d" / "cifar10").mkdir(parents=True)
+    np.savez(isolated / "d" / "cifar10" / "test_jpeg.npz", jpeg=np.concatenate(blobs), offsets=offsets,
+             y=np.arange(30) % 10)
+    monkeypatch.setenv("PURIFY_DATA", str(isolated / "d"))
+    lazy, y, _ = data._raw("cifar10_jpeg", "test")
+    assert len(lazy) == 30 and lazy.decoded.sum() == 0
+    x, _ = data.load("cifar10_jpeg", "test", n=5)
+    assert x.shape == (5, 3, 32, 32) and lazy.decoded.sum() <= 6  # the 5 asked for, and image 0 for the shape
+    expected = np.stack([np.asarray(Image.open(io.BytesIO(b.tobytes())).convert("RGB")) for b in blobs])
+    assert np.array_equal(lazy[np.array([7, 3, 7])], expected[[7, 3, 7]])
+    assert np.array_equal(lazy[:], expected) and lazy.decoded.all()
+    assert not np.array_equal(expected, images)  # really lossy: the check above compared decoded pixels
+
+
 @needs_shared
 def test_cifar10_jpeg_is_lossy_against_exact_pixels(monkeypatch):
     monkeypatch.setenv("PURIFY_DATA", str(SHARED))

