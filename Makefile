@@ -2,7 +2,7 @@
 #   make book        environment, offline assets, execute the chapters at PROFILE (default quick) whose notebook,
 #                    library code or profile changed, build _build/<PROFILE>/_build/html/
 #   make test        the style gate (ruff), unit tests, every chapter under nbval at smoke, the smoke book
-#                    (_build/smoke/), the browser checks of that book and of JupyterLab
+#                    (_build/smoke/, from nbval's executions), the browser checks of that book and of JupyterLab
 #   make lab         JupyterLab with working widgets (live recomputation on the trained models)
 #   make regenerate  re-execute chapters with papermill and rewrite results/<PROFILE>/ (CHAPTERS="01_attacks")
 #   make gpu-bundle  .gpu/: wheels and datasets to carry to the offline GPU machine (CHAPTERS="02_apegan")
@@ -39,7 +39,8 @@ assets:
 # re-execution first (scripts/stale_chapters.py), their stamps recorded after a successful build
 define build_book
 	$(BIN)/python scripts/stale_chapters.py check --build $(call BUILD,$(1)) --profile $(1)
-	PURIFY_PROFILE=$(1) $(BATCH) $(BIN)/jupyter-book build . --path-output $(call BUILD,$(1)) $(JB_FLAGS)
+	PURIFY_PROFILE=$(1) $(BATCH) $(if $(KEEP),PURIFY_EXECUTION_CACHE=$(KEEP)) \
+		$(BIN)/jupyter-book build . --path-output $(call BUILD,$(1)) $(JB_FLAGS)
 	$(BIN)/python scripts/stale_chapters.py record --build $(call BUILD,$(1)) --profile $(1)
 	@echo "book ($(1)): $(call HTML,$(1))/index.html"
 endef
@@ -55,8 +56,15 @@ lint: env
 unit: env
 	$(BIN)/pytest tests -m "not browser" -q
 
+# `make test` executes each chapter once: nbval keeps what it ran in KEEP (scripts/nbval_keep.py, a jupyter-cache)
+# and the smoke book shows those executions (book/_ext/purify_sphinx.py); `make nbval` or `make book-smoke` alone
+# keep nothing and read nothing kept
+test: KEEP := $(CURDIR)/$(call BUILD,smoke)/nbval-executed
+
 nbval: env
-	PURIFY_PROFILE=smoke $(BATCH) $(BIN)/pytest --nbval-lax -q book/
+	$(if $(KEEP),rm -rf $(KEEP),@true)
+	PURIFY_PROFILE=smoke $(BATCH) PYTHONPATH=scripts $(BIN)/pytest -p nbval_keep --nbval-lax -q book/ \
+		$(if $(KEEP),--nbval-keep $(KEEP))
 
 book-smoke: env assets
 	$(call build_book,smoke)
