@@ -1,14 +1,18 @@
 """Packaging: environment.yml agrees with pyproject.toml; the regeneration CLI finds the book's chapters,
-writes where it is told and stops at its deadline; the GPU bundle copies what the chapters load."""
+writes where it is told and stops at its deadline; the GPU bundle copies what the chapters load; the smoke
+book of ``make test`` is built from what nbval executed."""
 from __future__ import annotations
 
 import importlib.util
 import io
+import os
+import subprocess
+import sys
 import time
 import tomllib
 import zipfile
 from pathlib import Path
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
 
 import nbformat
 import numpy as np
@@ -99,12 +103,57 @@ def test_cli_results_folder_and_timeout(tmp_path, monkeypatch, capsys):
     assert "resumes" in printed
 
 
-def _gpu_bundle() -> ModuleType:
-    """scripts/gpu_bundle.py as a module."""
-    spec = importlib.util.spec_from_file_location("gpu_bundle", ROOT / "scripts" / "gpu_bundle.py")
+def _module(path: Path) -> ModuleType:
+    """A script of the repository (not on the import path) as a module."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _gpu_bundle() -> ModuleType:
+    """scripts/gpu_bundle.py as a module."""
+    return _module(ROOT / "scripts" / "gpu_bundle.py")
+
+
+def test_nbval_keep_stores_passing_notebooks_with_outputs_and_widget_state(tmp_path):
+    """What nbval executed is in the jupyter-cache, as myst-nb's cache mode would find it; a notebook with a
+    failing cell is not kept (the book then executes it itself)."""
+    from jupyter_cache import get_cache
+
+    good = _notebook(tmp_path / "good.ipynb", "import sys\nimport ipywidgets\nprint('hello')\n"
+                     "print('careful', file=sys.stderr)\nipywidgets.IntSlider(value=7)")
+    bad = _notebook(tmp_path / "bad.ipynb", "raise ValueError('boom')")
+    cache = tmp_path / "kept"
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "scripts"))
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "nbval_keep", "-p", "no:cacheprovider",
+                           "--nbval-lax", "--nbval-keep", str(cache), "-q", good.name, bad.name],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "1 failed, 3 passed" in done.stdout, done.stdout + done.stderr
+    kept = get_cache(str(cache))
+    with pytest.raises(KeyError):
+        kept.match_cache_notebook(nbformat.read(bad, as_version=4))
+    _, nb = kept.merge_match_into_notebook(nbformat.read(good, as_version=4))
+    outputs = nb.cells[1].outputs
+    assert [(o.output_type, o.get("name")) for o in outputs] == [
+        ("stream", "stdout"), ("stream", "stderr"), ("execute_result", None)]
+    assert outputs[0].text == "hello\n" and outputs[1].text == "careful\n"
+    model_id = outputs[2].data["application/vnd.jupyter.widget-view+json"]["model_id"]
+    state = nb.metadata.widgets["application/vnd.jupyter.widget-state+json"]
+    assert state["version_major"] == 2
+    assert state["state"][model_id]["model_name"] == "IntSliderModel"
+    assert state["state"][model_id]["state"]["value"] == 7
+
+
+def test_book_reads_kept_executions_only_when_asked(monkeypatch, tmp_path):
+    extension = _module(ROOT / "book" / "_ext" / "purify_sphinx.py")
+    config = SimpleNamespace(nb_execution_mode="force", nb_execution_cache_path="")
+    monkeypatch.delenv("PURIFY_EXECUTION_CACHE", raising=False)
+    extension._execution_cache(None, config)
+    assert config.nb_execution_mode == "force"
+    monkeypatch.setenv("PURIFY_EXECUTION_CACHE", str(tmp_path / "kept"))
+    extension._execution_cache(None, config)
+    assert config.nb_execution_mode == "cache" and config.nb_execution_cache_path == str(tmp_path / "kept")
 
 
 def test_gpu_bundle_knows_every_chapter_and_copies_what_data_load_reads(tmp_path, monkeypatch):
