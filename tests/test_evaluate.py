@@ -25,7 +25,7 @@ def test_set(mnist_data) -> tuple[torch.Tensor, torch.Tensor]:
 def test_threat_none_is_clean_accuracy(mnist_model, test_set) -> None:
     x, y = test_set
     clean = evaluate.accuracy(mnist_model, x, y)
-    assert clean >= 0.9
+    assert clean >= 0.85  # a trained model (measured 0.95-0.97 across data sources, threads and seeds)
     assert evaluate.robust_accuracy(mnist_model, x, y, threat="none") == clean
     defended = evaluate.robust_accuracy(mnist_model, x, y, purifier=blur(), threat="none")
     assert defended == evaluate.accuracy(evaluate.Defended(blur(), mnist_model), x, y)
