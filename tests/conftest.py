@@ -1,8 +1,10 @@
-"""Shared test fixtures: an offline, private environment, real MNIST and a quickly trained classifier."""
+"""Shared test fixtures: an offline, private environment, real MNIST, a quickly trained classifier and the
+headless Chromium of the browser checks."""
 from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +18,9 @@ N_TRAIN, N_TEST = 3_000, 500
 # the seed of the shared classifier's training (``mnist_model``): rerun with another value to check that no
 # numeric threshold depends on one lucky draw
 TEST_SEED = int(os.environ.get("PURIFY_TEST_SEED", "0"))
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -66,3 +71,15 @@ def mnist_model(mnist_data) -> nn.Sequential:
             optimizer.step()
             schedule.step()
     return model.eval()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Debian Chromium driven by Playwright (the browser checks of the book and of JupyterLab)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.is_file():
+        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (make chromium)")
+    with playwright.sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

@@ -25,9 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 HTML = Path(os.environ.get("PURIFY_HTML")
             or ROOT / "_build" / (os.environ.get("PURIFY_PROFILE") or "smoke") / "_build" / "html").resolve()
 SHOTS = HTML.parent / "screenshots"
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--no-first-run", "--disable-sync", "--disable-quic"]
 LOCAL = {"127.0.0.1", "localhost"}
 PAGES = (sorted(p.relative_to(HTML).as_posix() for p in (HTML / "book").glob("*.html"))
          if HTML.is_dir() else [])
@@ -53,17 +50,6 @@ def server():
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def browser():
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (make chromium)")
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 def _visible_frames(page) -> list[str]:

@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from test_book import ARGS, CHROMIUM, LOCAL
+from test_book import LOCAL
 
 pytestmark = pytest.mark.browser
 
@@ -134,18 +134,6 @@ def lab(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Headless Debian Chromium driven by Playwright."""
-    playwright = pytest.importorskip("playwright.sync_api")
-    if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: `apt-get install -y chromium` (make chromium)")
-    with playwright.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_lab_runs_chapter_and_live_explorer_recomputes(lab, browser, tmp_path):
