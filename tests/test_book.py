@@ -30,6 +30,22 @@ PAGES = (sorted(p.relative_to(HTML).as_posix() for p in (HTML / "book").glob("*.
          if HTML.is_dir() else [])
 
 
+def block_remote(page) -> list[str]:
+    """Let ``page`` load only local, data: and blob: URLs; returns the list the blocked URLs are added to."""
+    remote: list[str] = []
+
+    def route(request_route):
+        url = request_route.request.url
+        if url.startswith(("data:", "blob:")) or urlparse(url).hostname in LOCAL:
+            request_route.continue_()
+        else:
+            remote.append(url)
+            request_route.abort()
+
+    page.route("**/*", route)
+    return remote
+
+
 @pytest.fixture(scope="module")
 def server():
     """``python -m http.server`` equivalent on a free port of 127.0.0.1, serving ``_build/html``."""
@@ -88,7 +104,6 @@ def test_pages_found():
 def test_page_renders_offline(server, browser, page_path):
     page = browser.new_page(viewport={"width": 1280, "height": 2000})
     errors: list[str] = []
-    remote: list[str] = []
     page.on("pageerror", lambda err: errors.append(f"pageerror: {err}"))
     missing: list[str] = []
     # a failed load is reported by URL below (the console message does not name it); Chromium's own
@@ -97,16 +112,7 @@ def test_page_renders_offline(server, browser, page_path):
             if msg.type == "error" and not msg.text.startswith("Failed to load resource") else None)
     page.on("response", lambda r: missing.append(f"{r.status} {r.url}")
             if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
-
-    def route(request_route):
-        host = urlparse(request_route.request.url).hostname
-        if request_route.request.url.startswith(("data:", "blob:")) or host in LOCAL:
-            request_route.continue_()
-        else:
-            remote.append(request_route.request.url)
-            request_route.abort()
-
-    page.route("**/*", route)
+    remote = block_remote(page)
     page.goto(f"{server}/{page_path}", wait_until="networkidle")
     page.wait_for_timeout(1500)
 

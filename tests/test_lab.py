@@ -21,11 +21,10 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from urllib.parse import urlparse
 
 import pytest
 
-from test_book import LOCAL
+from test_book import block_remote
 
 pytestmark = pytest.mark.browser
 
@@ -142,17 +141,7 @@ def test_lab_runs_chapter_and_live_explorer_recomputes(lab, browser, tmp_path):
 
     url, token, log_path = lab
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    remote: list[str] = []
-
-    def route(request_route):
-        host = urlparse(request_route.request.url).hostname
-        if request_route.request.url.startswith(("data:", "blob:")) or host in LOCAL:
-            request_route.continue_()
-        else:
-            remote.append(request_route.request.url)
-            request_route.abort()
-
-    page.route("**/*", route)
+    remote = block_remote(page)
     try:
         page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}", timeout=120_000)
         notebook = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
