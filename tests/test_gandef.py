@@ -197,8 +197,10 @@ def test_training_rejects_bad_inputs(bad):
 
 
 # ------------------------------------------------------------------------------- detector-aware attack
-def test_adaptive_attack_evades_a_detector_the_plain_attack_trips(mnist_model, mnist_data):
-    """D flags large logit norms: plain PGD trips it, the detector-aware attack keeps under the threshold."""
+@pytest.mark.parametrize("stages", [1, 2])
+def test_adaptive_attack_evades_a_detector_the_plain_attack_trips(mnist_model, mnist_data, stages):
+    """D flags large logit norms: plain PGD trips it, the detector-aware attack keeps under the threshold
+    (with constant steps, and with the step halved halfway)."""
     x, y = mnist_data["x_test"][:32], mnist_data["y_test"][:32]
 
     class NormDetector(LogitDiscriminator):
@@ -215,7 +217,7 @@ def test_adaptive_attack_evades_a_detector_the_plain_attack_trips(mnist_model, m
     with torch.no_grad():  # flag the 80% of plain PGD examples with the largest logits
         detector.limit = mnist_model(plain_x).norm(dim=1).quantile(0.2).item()
     plain = gandef.scores(model, plain_x)
-    adaptive_x = gandef.adaptive_attack(model, x, y, lambdas=(1.0, 10.0), **params)
+    adaptive_x = gandef.adaptive_attack(model, x, y, lambdas=(1.0, 10.0), stages=stages, **params)
     assert (adaptive_x - x).abs().max() <= 0.3 + 1e-6
     adaptive = gandef.scores(model, adaptive_x)
     evaded = lambda s: ((s[0] != y) & (s[1] < 0.5)).float().mean().item()  # noqa: E731

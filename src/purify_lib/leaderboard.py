@@ -207,7 +207,7 @@ def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tens
                                       c=100.0, steps=budget.latent_steps, kappa=5.0, norm=budget.norm)
     if attack == "detector_aware":
         return evaluate.attack_dataset(gandef.adaptive_attack, d.detector, x, y, desc=desc, eps=budget.eps,
-                                       alpha=2.5 * budget.eps / budget.steps, steps=budget.steps,
+                                       alpha=budget.eps / 2, steps=budget.steps, stages=budget.stages,
                                        restarts=budget.restarts, threshold=THRESHOLD)
     raise ValueError(f"attack: expected one of oblivious, pgd, bpda, eot, bpda_eot, latent, detector_aware, "
                      f"got {attack!r}")

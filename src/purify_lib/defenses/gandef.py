@@ -429,14 +429,15 @@ def worst_case(model: GanDef, y: Tensor, candidates: Sequence[Tensor], threshold
 
 def adaptive_attack(model: GanDef, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,
                     lambdas: Sequence[float] = (1.0, 10.0), threshold: float = 0.5,
-                    restarts: int = 1) -> Tensor:
+                    restarts: int = 1, stages: int = 1) -> Tensor:
     """Detector-aware PGD on GanDef-Comb: per example the worst case (:func:`worst_case`) over ``λ``.
 
-    Each ``λ`` in ``lambdas`` runs :func:`purify_lib.attacks.pgd` on :func:`detector_aware_loss`. Combine the
-    result with other candidates (e.g. the oblivious PGD examples) through :func:`worst_case`.
+    Each ``λ`` in ``lambdas`` runs :func:`purify_lib.attacks.pgd` (``stages``: its step-size schedule) on
+    :func:`detector_aware_loss`. Combine the result with other candidates (e.g. the oblivious PGD examples)
+    through :func:`worst_case`.
     """
     if not lambdas:
         raise ValueError("lambdas: expected at least one weight")
-    candidates = [pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, restarts=restarts,
+    candidates = [pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, restarts=restarts, stages=stages,
                       loss_fn=detector_aware_loss(lam)) for lam in lambdas]
     return worst_case(model, y, candidates, threshold)
