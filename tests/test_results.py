@@ -104,3 +104,15 @@ def test_check_images_channels_size_and_labels():
         checks.check_labels(torch.tensor([0, 10, 1]), 3, num_classes=10)
     with pytest.raises(ValueError, match="> 0"):
         checks.check_positive(-0.1, "eps")
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.0, True, "4", None])
+def test_check_int_refuses_what_is_not_a_count(bad):
+    with pytest.raises(ValueError, match="epochs: expected an integer ≥ 1"):
+        checks.check_int(bad, "epochs")
+
+
+def test_check_int_returns_the_count_and_honours_the_minimum():
+    assert checks.check_int(3, "steps") == 3 and checks.check_int(0, "steps", 0) == 0
+    with pytest.raises(ValueError, match="kernel: expected an integer ≥ 2, got 1"):
+        checks.check_int(1, "kernel", 2)

@@ -24,10 +24,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from purify_lib.runtime import progress
 
-from .attacks import _check_int, _check_norm, _margin, _project_, attack_mode
-from .checks import check_images, check_labels, check_positive
+from .attacks import _check_norm, _margin, _project_, attack_mode
+from .checks import check_images, check_int, check_labels, check_positive
+from .runtime import progress
 
 __all__ = ["BPDA", "bpda", "EOT", "eot", "gradient_is_masked", "check_differentiable", "detector_aware_loss",
            "latent_attack"]
@@ -87,7 +87,7 @@ class EOT(nn.Module):
         if not isinstance(model, nn.Module):
             raise ValueError(f"model: expected an nn.Module, got {type(model).__name__}")
         self.model = model
-        self.samples = _check_int(samples, "samples", 1)
+        self.samples = check_int(samples, "samples", 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.stack([self.model(x) for _ in range(self.samples)]).mean(0)
@@ -199,7 +199,7 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
     check_images(x)
     check_labels(y, len(x))
     eps = check_positive(eps, "eps")
-    steps = _check_int(steps, "steps", 1)
+    steps = check_int(steps, "steps", 1)
     lr = check_positive(lr, "lr")
     c = check_positive(c, "c")
     kappa = check_positive(kappa, "kappa", allow_zero=True)

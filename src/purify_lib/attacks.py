@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .checks import check_images, check_labels, check_positive
+from .checks import check_images, check_int, check_labels, check_positive
 from .runtime import model_device
 
 LossFn = Callable[[object, Tensor], Tensor]
@@ -64,12 +64,6 @@ def attack_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.training = training
         for p, flag in flags:
             p.requires_grad_(flag)
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ValueError(f"{name}: expected an integer ≥ {minimum}, got {value!r}")
-    return value
 
 
 def _check_inputs(x: object, y: object) -> tuple[Tensor, Tensor]:
@@ -168,7 +162,7 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     x, y = _check_inputs(x, y)
     eps = check_positive(eps, "eps", allow_zero=True)
     alpha = check_positive(alpha, "alpha")
-    steps = _check_int(steps, "steps", 1)
+    steps = check_int(steps, "steps", 1)
     with attack_mode(model):
         return _iterate(model, x, y, x, eps, alpha, steps, targeted)
 
@@ -181,7 +175,7 @@ def illc(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps
     x, y = _check_inputs(x, y)
     eps = check_positive(eps, "eps", allow_zero=True)
     alpha = check_positive(alpha, "alpha")
-    steps = _check_int(steps, "steps", 1)
+    steps = check_int(steps, "steps", 1)
     with attack_mode(model):
         with torch.no_grad():
             least_likely = model(x).argmin(dim=1)
@@ -210,9 +204,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     x, y = _check_inputs(x, y)
     eps = check_positive(eps, "eps", allow_zero=True)
     alpha = check_positive(alpha, "alpha")
-    steps = _check_int(steps, "steps", 1)
-    restarts = _check_int(restarts, "restarts", 1)
-    stages = _check_int(stages, "stages", 1)
+    steps = check_int(steps, "steps", 1)
+    restarts = check_int(restarts, "restarts", 1)
+    stages = check_int(stages, "stages", 1)
     if stages > steps:
         raise ValueError(f"stages: expected at most steps ({steps}), got {stages}")
     norm = _check_norm(norm)
@@ -247,7 +241,7 @@ def mim(model: nn.Module, x: Tensor, y: Tensor, eps: float, alpha: float, steps:
     x, y = _check_inputs(x, y)
     eps = check_positive(eps, "eps", allow_zero=True)
     alpha = check_positive(alpha, "alpha")
-    steps = _check_int(steps, "steps", 1)
+    steps = check_int(steps, "steps", 1)
     decay = check_positive(decay, "decay", allow_zero=True)
     with attack_mode(model):
         return _iterate(model, x, y, x, eps, alpha, steps, targeted, decay=decay)
@@ -275,7 +269,7 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str 
                         attacks=list(attacks_to_run) if attacks_to_run else None)
     runner.verbose = False
     if n_iter is not None:
-        runner.apgd.n_iter = runner.apgd_targeted.n_iter = _check_int(n_iter, "n_iter", 1)
+        runner.apgd.n_iter = runner.apgd_targeted.n_iter = check_int(n_iter, "n_iter", 1)
     with attack_mode(model):
         x_adv, _ = runner.run_standard_evaluation(x.to(device), y.to(device), batch_size=batch_size)
     return x_adv.detach().to(x.device)
@@ -311,9 +305,9 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, c: float = 1.0, kappa: float =
     x, y = _check_inputs(x, y)
     c = check_positive(c, "c")
     kappa = check_positive(kappa, "kappa", allow_zero=True)
-    steps = _check_int(steps, "steps", 1)
+    steps = check_int(steps, "steps", 1)
     lr = check_positive(lr, "lr")
-    binary_search_steps = _check_int(binary_search_steps, "binary_search_steps", 1)
+    binary_search_steps = check_int(binary_search_steps, "binary_search_steps", 1)
     n = len(x)
     w_clean = torch.atanh((2 * x - 1).clamp(-1 + 1e-6, 1 - 1e-6))  # x = (tanh w + 1) / 2
     const = torch.full((n,), c, device=x.device, dtype=x.dtype)
@@ -359,12 +353,12 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, steps: int = 50, overshoot:
     Examples still classified as ``y`` after ``steps`` linearisations are returned at their last iterate.
     """
     x, y = _check_inputs(x, y)
-    steps = _check_int(steps, "steps", 1)
+    steps = check_int(steps, "steps", 1)
     overshoot = check_positive(overshoot, "overshoot", allow_zero=True)
     with attack_mode(model):
         with torch.no_grad():
             logits = model(x)
-        k = logits.shape[1] if num_classes is None else min(_check_int(num_classes, "num_classes", 2),
+        k = logits.shape[1] if num_classes is None else min(check_int(num_classes, "num_classes", 2),
                                                              logits.shape[1])
         # candidate classes per example: y first, then the k−1 most likely others on the clean input
         others = logits.scatter(1, y[:, None], float("-inf")).topk(k - 1, dim=1).indices

@@ -85,3 +85,10 @@ def check_positive(value: float, name: str, allow_zero: bool = False) -> float:
         bound = "≥ 0" if allow_zero else "> 0"
         raise ValueError(f"{name}: expected a finite number {bound}, got {value!r}")
     return float(value)
+
+
+def check_int(value: object, name: str, minimum: int = 1) -> int:
+    """Check that a count (epochs, steps, a batch size...) is an integer ≥ ``minimum`` (bools refused)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ValueError(f"{name}: expected an integer ≥ {minimum}, got {value!r}")
+    return value

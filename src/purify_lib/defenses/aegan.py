@@ -45,8 +45,8 @@ from torch import Tensor, nn
 
 from .. import cache, classifiers
 from ..adaptive import detector_aware_loss
-from ..attacks import _check_int, pgd
-from ..checks import check_image_shape, check_images, check_labels, check_positive
+from ..attacks import pgd
+from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import predict
 from ..runtime import get_device, model_device, seed_everything
 from ..train import Loop, Step, fit, run
@@ -332,12 +332,12 @@ def latent_search(decoder: nn.Module, x: Tensor, z0: Tensor, *, steps: int, lr: 
     if not isinstance(latent, int):
         raise ValueError("decoder: expected a generator with an integer attribute `latent` (the code size)")
     z0 = _check_codes(z0, len(x), latent)
-    steps = _check_int(steps, "steps", 0)
+    steps = check_int(steps, "steps", 0)
     lr = check_positive(lr, "lr")
     if not 0.0 <= momentum < 1.0:
         raise ValueError(f"momentum: expected a number in [0, 1), got {momentum!r}")
     if halve_every is not None:
-        halve_every = _check_int(halve_every, "halve_every", 1)
+        halve_every = check_int(halve_every, "halve_every", 1)
     if decay_at is not None and not 0.0 <= decay_at <= 1.0:
         raise ValueError(f"decay_at: expected a fraction in [0, 1], got {decay_at!r}")
     n, restarts = len(x), (z0.shape[1] if z0.ndim == 3 else 1)
@@ -414,7 +414,7 @@ class AEGANPurifier(nn.Module):
         if threshold is not None:
             check_positive(threshold, "threshold", allow_zero=True)
         self.encoder, self.decoder = encoder, decoder
-        self.steps, self.lr = _check_int(steps, "steps", 0), check_positive(lr, "lr")
+        self.steps, self.lr = check_int(steps, "steps", 0), check_positive(lr, "lr")
         self.halve_every, self.search, self.threshold = halve_every, search, threshold
         self.metric, self.unrolled = metric, unrolled
         self.differentiable = (not search) or unrolled
@@ -622,7 +622,7 @@ def train_substitute(substitute: nn.Module, oracle: nn.Module, x_seed: Tensor, *
         its last training set}``.
     """
     check_images(x_seed, "x_seed")
-    rounds = _check_int(rounds, "rounds", 1)
+    rounds = check_int(rounds, "rounds", 1)
     check_positive(lam, "lam")
     x, sizes = x_seed, []
     for r in range(rounds):

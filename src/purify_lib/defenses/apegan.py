@@ -37,7 +37,7 @@ from torch import Tensor, nn
 
 from .. import cache
 from ..attacks import bim, fgsm
-from ..checks import check_image_shape, check_images, check_labels, check_positive
+from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import attack_dataset
 from ..runtime import get_device, model_device, progress
 from ..train import Loop, Step, run
@@ -79,8 +79,7 @@ class APEGAN(nn.Module):
         super().__init__()
         if len(widths) != 2 or any(not isinstance(w, int) or w < 1 for w in widths):
             raise ValueError(f"widths: expected two positive integers, got {widths!r}")
-        if not isinstance(kernel, int) or kernel < 2:
-            raise ValueError(f"kernel: expected an integer ≥ 2, got {kernel!r}")
+        check_int(kernel, "kernel", 2)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {', '.join(ACTIVATIONS)}, got {activation!r}")
         self.channels = channels
@@ -207,8 +206,7 @@ def train_apegan(
         raise ValueError(f"x_adv: expected the shape of x_clean {tuple(x_clean.shape)}, "
                          f"got {tuple(x_adv.shape)}")
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("g_steps", g_steps)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        check_int(value, name)
     check_positive(lr, "lr")
     if len(weights) != 3:
         raise ValueError(f"weights: expected three numbers (ξ1, ξ2, ξ3), got {weights!r}")
@@ -282,8 +280,7 @@ def bim_iterates(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int 
     hence deterministic).
     """
     check_positive(eps, "eps")
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
+    check_int(steps, "steps")
     return [attack_dataset(bim, model, x, y, batch_size, desc=f"X_{i} (ε={eps:.3g})", eps=eps, alpha=eps,
                            steps=i) for i in range(1, steps + 1)]
 

@@ -59,7 +59,7 @@ from torch import Tensor, nn
 from .. import cache, classifiers, train
 from ..cache import weights_fingerprint
 from ..attacks import attack_mode, cw_l2
-from ..checks import check_image_shape, check_images, check_labels, check_positive
+from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import Defended, accuracy, attack_dataset, predict
 from ..results import Results
 from ..runtime import get_device, model_device
@@ -92,8 +92,7 @@ class Critic(nn.Module):
 
     def __init__(self, channels: int = 1, size: int = 28, width: int = 64, code_critic: bool = False) -> None:
         super().__init__()
-        if not isinstance(width, int) or width < 1:
-            raise ValueError(f"width: expected a positive integer, got {width!r}")
+        check_int(width, "width")
         self.channels, self.size = channels, size
 
         def norm(maps: int) -> nn.Module:
@@ -278,12 +277,6 @@ def _check_pairs(x_clean: Tensor, x_adv: Tensor, channels: int) -> None:
                          f"got {tuple(x_adv.shape)}")
 
 
-def _check_counts(**counts: int) -> None:
-    for name, value in counts.items():
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-
-
 def train_apeganpp(
     generator: APEGAN,
     critic: Critic,
@@ -315,7 +308,8 @@ def train_apeganpp(
     """
     _check_pairs(x_clean, x_adv, generator.channels)
     check_labels(y, len(x_clean), "y")
-    _check_counts(epochs=epochs, batch_size=batch_size, n_critic=n_critic)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("n_critic", n_critic)):
+        check_int(value, name)
     check_positive(lr, "lr")
     check_positive(gp_weight, "gp_weight", allow_zero=True)
     if len(weights) != 2:
@@ -363,7 +357,8 @@ def train_apegan_baseline(
     Returns the engine's history, as :func:`train_apeganpp`.
     """
     _check_pairs(x_clean, x_adv, generator.channels)
-    _check_counts(epochs=epochs, batch_size=batch_size, g_steps=g_steps)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("g_steps", g_steps)):
+        check_int(value, name)
     check_positive(lr, "lr")
     if len(weights) != 3:
         raise ValueError(f"weights: expected three numbers (ξ1, ξ2, ξ3), got {weights!r}")

@@ -28,8 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import cache
-from ..attacks import _check_int
-from ..checks import check_image_shape, check_images, check_positive
+from ..checks import check_image_shape, check_images, check_int, check_positive
 from ..runtime import get_device, seed_everything
 from ..train import Loop, Step, run
 from .aegan import LATENT, Decoder, Search, latent_search, training_key
@@ -106,7 +105,7 @@ def train_defensegan(generator: Decoder, critic: Critic, x: Tensor, *, epochs: i
     check_images(x, "x", channels=generator.channels, size=(generator.size, generator.size))
     if len(x) == 0:
         raise ValueError("x: expected at least one training image, got 0")
-    n_critic = _check_int(n_critic, "n_critic", 1)
+    n_critic = check_int(n_critic, "n_critic", 1)
     check_positive(lr, "lr")
     check_positive(gp_weight, "gp_weight", allow_zero=True)
     critic.to(next(generator.parameters()).device)
@@ -160,7 +159,7 @@ class DefenseGANPurifier(nn.Module):
         if init not in INITS:
             raise ValueError(f"init: expected one of {', '.join(INITS)}, got {init!r}")
         self.generator = generator
-        self.steps, self.restarts = _check_int(steps, "steps", 0), _check_int(restarts, "restarts", 1)
+        self.steps, self.restarts = check_int(steps, "steps", 0), check_int(restarts, "restarts", 1)
         self.lr, self.momentum, self.decay_at, self.init = check_positive(lr, "lr"), momentum, decay_at, init
         self.eval()  # inference only (see AEGANPurifier)
 

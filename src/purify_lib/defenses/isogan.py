@@ -42,7 +42,7 @@ from torch import Tensor, nn
 from .. import cache, metrics, plots
 from ..cache import weights_fingerprint
 from ..attacks import attack_mode, pgd
-from ..checks import check_image_shape, check_images, check_labels, check_positive
+from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import Defended, accuracy, predict
 from ..results import Results
 from ..runtime import get_device, model_device
@@ -227,8 +227,7 @@ def train_isogan(
             raise ValueError("val: expected a triple (x, x_adv, y)")
         _check_triple(*val, ("val[0]", "val[1]", "val[2]"), generator.channels)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        check_int(value, name)
     check_positive(lr, "lr")
 
     device = model_device(generator)

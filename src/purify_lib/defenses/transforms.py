@@ -19,8 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..attacks import _check_int
-from ..checks import check_images, check_positive
+from ..checks import check_images, check_int, check_positive
 
 __all__ = ["BitDepth", "MedianSmoothing", "TVMinimisation", "tv_objective"]
 
@@ -36,7 +35,7 @@ class BitDepth(nn.Module):
 
     def __init__(self, bits: int) -> None:
         super().__init__()
-        if _check_int(bits, "bits", 1) > 16:
+        if check_int(bits, "bits", 1) > 16:
             raise ValueError(f"bits: expected an integer in 1..16, got {bits!r}")
         self.bits = bits
 
@@ -68,7 +67,7 @@ class MedianSmoothing(nn.Module):
 
     def __init__(self, window: int = 2) -> None:
         super().__init__()
-        self.window = _check_int(window, "window", 2)
+        self.window = check_int(window, "window", 2)
 
     def forward(self, x: Tensor) -> Tensor:
         check_images(x)
@@ -140,8 +139,8 @@ class TVMinimisation(nn.Module):
         if norm not in (1, 2):
             raise ValueError(f"norm: expected 1 or 2, got {norm!r}")
         self.norm = norm
-        self.steps = _check_int(steps, "steps", 1)
-        self.seed = _check_int(seed, "seed", 0)
+        self.steps = check_int(steps, "steps", 1)
+        self.seed = check_int(seed, "seed", 0)
         self._generator = torch.Generator()
         self.reset()
 
