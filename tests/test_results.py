@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pandas as pd
 import pytest
@@ -116,3 +117,20 @@ def test_check_int_returns_the_count_and_honours_the_minimum():
     assert checks.check_int(3, "steps") == 3 and checks.check_int(0, "steps", 0) == 0
     with pytest.raises(ValueError, match="kernel: expected an integer ≥ 2, got 1"):
         checks.check_int(1, "kernel", 2)
+
+
+def test_commit_is_dirty_for_code_changes_not_for_written_results(tree, monkeypatch):
+    monkeypatch.delenv("PURIFY_COMMIT", raising=False)
+    (tree / "results").mkdir()
+    (tree / "results" / "t.csv").write_text("a\n")
+    (tree / "lib.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=tree, check=True)
+    subprocess.run(git + ["add", "-A"], cwd=tree, check=True)
+    subprocess.run(git + ["commit", "-qm", "init"], cwd=tree, check=True)
+    clean = results.git_commit()
+    assert len(clean) == 12 and not clean.endswith("-dirty")
+    (tree / "results" / "t.csv").write_text("b\n")
+    assert results.git_commit() == clean
+    (tree / "lib.py").write_text("x = 2\n")
+    assert results.git_commit() == clean + "-dirty"
