@@ -4,6 +4,8 @@
 #   make test        the style gate (ruff), unit tests, every chapter under nbval at smoke, the smoke book
 #                    (_build/smoke/, from nbval's executions), the browser checks of that book and of JupyterLab
 #   make lab         JupyterLab with working widgets (live recomputation on the trained models)
+#   make weights     train the zoo's models at PROFILE and ship them in weights/ (MODELS="pure_pgd gandef"),
+#                    resumable after every epoch; meant for hours in the background
 #   make regenerate  re-execute chapters with papermill and rewrite results/<PROFILE>/ (CHAPTERS="01_attacks")
 #   make gpu-bundle  .gpu/: wheels and datasets to carry to the offline GPU machine (CHAPTERS="02_apegan")
 #   make clean       remove build outputs (not .venv, not the weight cache)
@@ -22,7 +24,7 @@ export PURIFY_DOWNLOAD ?= 0
 # batch runs (book build, nbval, regenerate): precomputed widget frames, no progress-bar widgets in outputs
 BATCH := PURIFY_WIDGETS=static TQDM_DISABLE=1
 
-.PHONY: env assets book test lint unit nbval book-smoke browser chromium lab regenerate gpu-bundle clean
+.PHONY: env assets book test lint unit nbval book-smoke browser chromium lab weights regenerate gpu-bundle clean
 
 env: $(STAMP)
 
@@ -81,6 +83,10 @@ test: lint unit nbval book-smoke browser
 
 lab: env
 	$(BIN)/jupyter lab --notebook-dir=. $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+MODELS ?=
+weights: env
+	nice -n 19 $(BIN)/python -m purify_lib.zoo --profile $(PROFILE) $(MODELS)
 
 regenerate: env
 	$(BIN)/purify-regenerate $(CHAPTERS) --profile $(PROFILE)

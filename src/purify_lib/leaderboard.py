@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pandas as pd
 from torch import Tensor, nn
@@ -32,9 +32,10 @@ from .checks import check_images, check_labels
 from .defenses import gandef
 from .profiles import Profile
 from .runtime import model_device, progress, seed_everything
+from .zoo import Defense
 
-__all__ = ["Defense", "Budget", "ATTACK_THREAT", "build", "system", "is_masked", "plan", "handled", "craft",
-           "evaluate_defense", "evaluate_all", "leaderboard_table", "checks", "board_html",
+__all__ = ["Defense", "BOARD", "Budget", "ATTACK_THREAT", "build", "system", "is_masked", "plan", "handled",
+           "craft", "evaluate_defense", "evaluate_all", "leaderboard_table", "checks", "board_html",
            "published_value", "check_lines"]
 
 THRESHOLD = 0.5
@@ -44,40 +45,6 @@ ATTACK_THREAT = {"oblivious": "oblivious", "pgd": "whitebox", "bpda": "bpda", "e
                  "bpda_eot": "bpda_eot", "latent": "adaptive", "detector_aware": "adaptive",
                  "adaptive": "adaptive", "autoattack": "whitebox", "worst": "adaptive"}
 """The threat model (``results.THREATS``) each leaderboard column is recorded under."""
-
-
-@dataclass
-class Defense:
-    """One defended system: ``classifier(purifier(x))``, with what the adaptive attacks need to know.
-
-    Attributes:
-        slug, name, chapter: the id in the results, the display name, and the chapter (notebook stem).
-        classifier: returns logits.
-        purifier: images → images in front of the classifier (``None``: the classifier is the defense).
-        surrogate: BPDA's differentiable stand-in for the purifier (``None``: the identity).
-        detector: a :class:`purify_lib.defenses.gandef.GanDef` pair whose discriminator rejects inputs.
-        generator: ``(decoder, encoder)`` of a purifier that projects onto a generator's range, for the latent
-            attack (encoder ``None``: start from the purifier's own projection).
-        random: the purifier draws randomness per call (EOT applies).
-        max_images: a cap on the images attacked, for defenses whose every forward pass is a search.
-        costly: every forward pass runs an optimisation (a search or a TV solve): below the ``paper``
-            profile the chapter attacks it at the headline budget only and skips AutoAttack.
-        train_seconds, trained_now: what training cost, and the cache entries this run had to compute.
-    """
-
-    slug: str
-    name: str
-    chapter: str
-    classifier: nn.Module
-    purifier: nn.Module | None = None
-    surrogate: nn.Module | None = None
-    detector: nn.Module | None = None
-    generator: tuple[nn.Module, nn.Module | None] | None = None
-    random: bool = False
-    max_images: int | None = None
-    costly: bool = False
-    train_seconds: float = 0.0
-    trained_now: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -97,47 +64,15 @@ class Budget:
         return f"L∞ {self.eps:g}" if self.norm == "linf" else f"L2 {self.eps:g}"
 
 
+BOARD = ("vanilla", "pure_pgd", "gandef", "gandef_comb", "apegan", "apeganpp_mnist_cnn", "isogan", "magnet",
+         "aegan_rs", "defensegan", "defensegan_aegan_decoder", "bit_depth", "spatial_smoothing", "tv_min")
+"""The zoo's slugs on the board (those that exist at the profile): every defense of the book, and the
+undefended LeNet behind every purifier."""
+
+
 def build(P: Profile) -> dict[str, Defense]:
-    """Every defense of the book on MNIST, from the chapters' cached weights (:mod:`purify_lib.zoo`)."""
-    parts = {name: fn(P) for name, fn in progress(
-        [("gandef", zoo.gandef_models), ("apegan", zoo.apegan_mnist), ("apeganpp", zoo.apeganpp_mnist),
-         ("aegan", zoo.aegan_mnist), ("isogan", zoo.isogan_mnist), ("transforms", zoo.input_transforms)],
-        desc="defenses", leave=False)}
-    gd, ae = parts["gandef"], parts["aegan"]
-    f = gd.modules["vanilla"]
-    pair = gd.modules["gandef"]
-
-    def made(part: str, slug: str, **kw: object) -> dict:
-        built = parts[part]
-        return dict(train_seconds=built.seconds.get(slug, 0.0), trained_now=built.trained_now, **kw)
-
-    rs, dg = ae.modules["aegan_rs"], ae.modules["defensegan"]
-    return {d.slug: d for d in [
-        Defense("none", "undefended LeNet", "05_gandef", f, **made("gandef", "vanilla")),
-        Defense("pure_pgd", "PGD adversarial training", "05_gandef", gd.modules["pure_pgd"],
-                **made("gandef", "pure_pgd")),
-        Defense("gandef", "GanDef", "05_gandef", pair.classifier, **made("gandef", "gandef")),
-        Defense("gandef_comb", "GanDef-Comb (rejects)", "05_gandef", pair.classifier, detector=pair,
-                **made("gandef", "gandef")),
-        Defense("apegan", "APE-GAN", "02_apegan", f, parts["apegan"].modules["apegan"],
-                **made("apegan", "apegan")),
-        Defense("apeganpp", "APE-GAN++", "03_apeganpp", f, parts["apeganpp"].modules["apeganpp"],
-                **made("apeganpp", "apeganpp")),
-        Defense("isogan", "IsoGAN", "06_isogan", f, parts["isogan"].modules["isogan"],
-                **made("isogan", "isogan")),
-        Defense("magnet", "MagNet (reformer)", "04_aegan", f, ae.modules["magnet"],
-                **made("aegan", "magnet")),
-        Defense("aegan_rs", "AE-GAN+rs", "04_aegan", f, rs, surrogate=ae.modules["aegan_ae"],
-                generator=(rs.decoder, rs.encoder), costly=True, **made("aegan", "aegan_rs")),
-        # EOT over Defense-GAN's random starts multiplies its 2,000-pass search: paper profile only
-        Defense("defensegan", "Defense-GAN", "04_aegan", f, dg, generator=(dg.generator, None),
-                random=P.name == "paper", costly=True, max_images=P.pick(smoke=4, quick=10, paper=200),
-                **made("aegan", "defensegan")),
-        Defense("bit_depth", "bit depth (1 bit)", "03_apeganpp", f, parts["transforms"].modules["bit_depth"]),
-        Defense("median", "median smoothing (2×2)", "03_apeganpp", f, parts["transforms"].modules["median"]),
-        Defense("tv_min", "TV minimisation", "03_apeganpp", f, parts["transforms"].modules["tv_min"],
-                random=True, costly=True, max_images=P.pick(smoke=8, quick=30, paper=500)),
-    ]}
+    """Every defense of :data:`BOARD` at ``P`` from the zoo (:func:`purify_lib.zoo.load`), by slug."""
+    return zoo.load_all(P.name, [slug for slug in BOARD if slug in zoo.slugs(P.name)])
 
 
 def system(d: Defense) -> nn.Module:

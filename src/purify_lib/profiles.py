@@ -2,6 +2,8 @@
 
 - ``smoke``: CI on a CPU. Seconds per chapter; only proves the code runs. Numbers are meaningless.
 - ``quick``: a 2-core laptop CPU. Minutes per chapter; meaningful MNIST numbers on subsets.
+- ``full``: the complete MNIST and the papers' architectures, each model trained once on the CPU and its
+  weights shipped (:mod:`purify_lib.weights`); chapters evaluate the shipped models.
 - ``paper``: a GPU. The papers' data sizes, epochs and hyper-parameters.
 
 ``datasets`` names the chapters' dataset keys; each chapter maps them to what exists offline: ``cifar10``
@@ -11,8 +13,9 @@ split. Datasets the papers use that are not available offline (CelebA, ImageNet,
 skipped, and the chapter says so.
 
 Chapters read the profile from their papermill ``parameters`` cell (default: ``PURIFY_PROFILE``,
-else ``quick``). Chapter-specific knobs that differ by profile go through :meth:`Profile.pick`, so the
-three values sit side by side where a reader can see them.
+else ``quick``). How each model is trained at a profile lives in its recipe (:mod:`purify_lib.recipes`);
+the evaluation sizes that differ by profile go through :meth:`Profile.pick`, so the values sit side by side
+where a reader can see them.
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-PROFILE_NAMES = ("smoke", "quick", "paper")
+PROFILE_NAMES = ("smoke", "quick", "full", "paper")
 
 
 @dataclass(frozen=True)
@@ -36,9 +39,11 @@ class Profile:
     restarts: int
     attack_steps_scale: float
 
-    def pick(self, smoke: T, quick: T, paper: T) -> T:
-        """Return the value that belongs to this profile."""
-        return {"smoke": smoke, "quick": quick, "paper": paper}[self.name]
+    def pick(self, smoke: T, quick: T, paper: T, full: T | None = None) -> T:
+        """Return the value that belongs to this profile (``full`` defaults to ``paper``'s: the full-scale
+        evaluation is the paper's where the CPU affords it)."""
+        return {"smoke": smoke, "quick": quick, "paper": paper,
+                "full": paper if full is None else full}[self.name]
 
     def steps(self, paper_steps: int) -> int:
         """Scale a paper's iteration count down for cheaper profiles (never below 1)."""
@@ -51,6 +56,7 @@ PROFILES: dict[str, Profile] = {
     "smoke": Profile("smoke", datasets=("mnist", "cifar10", "gtsrb"), eval_batch_size=64, restarts=1,
                      attack_steps_scale=0.1),
     "quick": Profile("quick", datasets=("mnist",), eval_batch_size=500, restarts=1, attack_steps_scale=1.0),
+    "full": Profile("full", datasets=("mnist",), eval_batch_size=500, restarts=1, attack_steps_scale=1.0),
     "paper": Profile("paper", datasets=("mnist", "cifar10", "gtsrb"), eval_batch_size=1_000, restarts=5,
                      attack_steps_scale=1.0),
 }

@@ -53,9 +53,9 @@ def results_root() -> Path:
 
 
 def git_commit() -> str:
-    """The current commit, with ``-dirty`` when tracked files other than ``results/`` have changes (the tables
-    a run writes there do not make the code that produced them dirty); where there is no git repository (a
-    copy on a GPU machine) ``PURIFY_COMMIT`` if set, else ``unknown``."""
+    """The current commit, with ``-dirty`` when tracked files other than ``results/`` and ``weights/`` have
+    changes (the tables and weights a run writes there do not make the code that produced them dirty); where
+    there is no git repository (a copy on a GPU machine) ``PURIFY_COMMIT`` if set, else ``unknown``."""
     if os.environ.get("PURIFY_COMMIT"):
         return os.environ["PURIFY_COMMIT"]
     try:
@@ -63,8 +63,8 @@ def git_commit() -> str:
         sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
                              text=True, check=True).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                ":(exclude)results"], cwd=root, capture_output=True, text=True,
-                               check=True).stdout.strip()
+                                ":(exclude)results", ":(exclude)weights"], cwd=root, capture_output=True,
+                               text=True, check=True).stdout.strip()
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

@@ -21,8 +21,12 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -93,6 +97,54 @@ class Loop:
         self.scaler.update()
 
 
+_CHECKPOINTS: list[dict[str, Any]] = []  # the open :func:`checkpoints` contexts, innermost last
+
+
+@contextmanager
+def checkpoints(prefix: str | Path) -> Iterator[None]:
+    """Resumable training: every :func:`run` inside saves its state after each epoch to
+    ``<prefix>.<k>.ckpt`` (``k`` counts the runs inside, so a method that trains twice, such as
+    :func:`defensive_distillation`, has one file per run).
+
+    Run the same code again after a kill and each run resumes after its last finished epoch (a finished run
+    restores its end state at once), with the weights, optimiser and schedule states, the shuffling and global
+    random streams and the adversary's counters it had: on the CPU the result is bit-identical to an
+    uninterrupted run. The files are removed when the block ends without an error.
+    """
+    prefix = Path(prefix)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    _CHECKPOINTS.append({"prefix": prefix, "count": 0})
+    try:
+        yield
+    finally:
+        state = _CHECKPOINTS.pop()
+    for k in range(state["count"]):
+        _checkpoint_path(prefix, k).unlink(missing_ok=True)
+
+
+def _checkpoint_path(prefix: Path, k: int) -> Path:
+    return prefix.with_name(f"{prefix.name}.{k}.ckpt")
+
+
+def _next_checkpoint() -> Path | None:
+    if not _CHECKPOINTS:
+        return None
+    state = _CHECKPOINTS[-1]
+    state["count"] += 1
+    return _checkpoint_path(state["prefix"], state["count"] - 1)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 Step = Callable[[Loop, tuple[Tensor, ...]], Mapping[str, float]]
 """``step(loop, batch) -> metrics``: one batch of training; ``batch`` holds the rows of every tensor given to
 :func:`run`, on the device. Returns per-batch means (floats), averaged over each epoch by the engine."""
@@ -111,6 +163,7 @@ def run(
     validate: Callable[[], Mapping[str, float]] | None = None,
     keep_best: str | None = None,
     step_history: bool = False,
+    stateful: Sequence[Any] = (),
     desc: str = "train",
 ) -> dict[str, Any]:
     """The training engine: ``epochs`` passes over ``tensors`` in seeded random batches, ``step`` on each.
@@ -130,6 +183,8 @@ def run(
         keep_best: the name of a number ``validate`` returns: at the end the modules are restored to the epoch
             where it was highest (checkpoint selection on validation).
         step_history: also record every step's metrics, under ``history["steps"]``.
+        stateful: objects the step uses that carry state across batches (an adversary that counts its calls):
+            saved and restored with their ``state_dict``/``load_state_dict`` inside :func:`checkpoints`.
         desc: the progress bar's label.
 
     Returns:
@@ -153,8 +208,21 @@ def run(
     history: dict[str, Any] = {"seconds": []}
     steps: dict[str, list[float]] = {}
     best, best_state = -math.inf, None
+    checkpoint, first = _next_checkpoint(), 0
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        for module, state in zip(modules, saved["modules"]):
+            module.load_state_dict(state)
+        for obj, state in zip([*optimizers, *schedulers, *stateful], saved["objects"]):
+            obj.load_state_dict(state)
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["rng"])
+        history, steps = saved["history"], saved["steps"]
+        best, best_state = saved["best"], saved["best_state"]
+        first = saved["epoch"]
+        loop.step = first * -(-n // batch_size)
 
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         loop.epoch, start = epoch, time.perf_counter()
         for module in modules:
             module.train()
@@ -185,6 +253,12 @@ def run(
                 best, history["best_epoch"] = history[keep_best][-1], epoch + 1
                 best_state = [copy.deepcopy(m.state_dict()) for m in modules]
         history["seconds"].append(time.perf_counter() - start)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {
+                "epoch": epoch + 1, "modules": [m.state_dict() for m in modules],
+                "objects": [o.state_dict() for o in [*optimizers, *schedulers, *stateful]],
+                "generator": generator.get_state(), "rng": torch.get_rng_state(), "history": history,
+                "steps": steps, "best": best, "best_state": best_state})
     if best_state is not None:
         for module, state in zip(modules, best_state):
             module.load_state_dict(state)
@@ -335,7 +409,8 @@ def fit(
     validate = None if val is None else (lambda: {"val_acc": accuracy(model, *val)})
     history = run(step, (x, y, soft_targets if soft_targets is not None else y), epochs=epochs,
                   batch_size=batch_size, modules=[model], optimizers=[opt], lr_schedule=lr_schedule,
-                  seed=seed, validate=validate, desc=desc)
+                  seed=seed, validate=validate, desc=desc,
+                  stateful=[adversary] if hasattr(adversary, "state_dict") else [])
     return {k: history.get(k, []) for k in ("train_loss", "train_acc", "adv_acc", "val_acc", "seconds")}
 
 
@@ -390,6 +465,13 @@ class WarmupPGD:
         return pgd(model, x, y, eps=self.eps * scale, alpha=self.alpha * scale, steps=self.steps,
                    random_start=self.random_start)
 
+    def state_dict(self) -> dict[str, int]:
+        """The call counter (the ramp's position), for resumable training."""
+        return {"calls": self.calls}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.calls = int(state["calls"])
+
     def __repr__(self) -> str:
         return (f"WarmupPGD(eps={self.eps}, alpha={self.alpha}, steps={self.steps}, warmup={self.warmup}, "
                 f"random_start={self.random_start})")
@@ -412,6 +494,13 @@ class RandomEpsFGSM:
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         i = int(torch.randint(len(self.eps_choices), (1,), generator=self._generator))
         return fgsm(model, x, y, eps=self.eps_choices[i])
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """The ε generator's state, for resumable training."""
+        return {"generator": self._generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        self._generator.set_state(state["generator"])
 
     def __repr__(self) -> str:
         return f"RandomEpsFGSM(eps_choices={list(self.eps_choices)}, seed={self.seed})"

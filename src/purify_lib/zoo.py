@@ -1,177 +1,343 @@
-"""The book's trained MNIST defenses, rebuilt with the settings their chapters train them with.
+"""The model zoo: every trained model of the book under one name (RobustBench's registry is the model).
 
-Each function repeats one chapter's MNIST training calls at a profile (the same data slices, options and
-seed), so :mod:`purify_lib.cache` hands back the weights that chapter trained; whatever is missing is trained
-now through the same keys, never skipped. The leaderboard (chapter 7) builds every defense from here.
+One :class:`Entry` per slug: its chapter, its display name, the recipe that trains it at each profile, and
+how the trained model becomes a defense. The same slug names the model in its chapter's results, on the
+leaderboard and in the weights manifest. ``zoo.load(slug, profile)`` returns the defense ready to use;
+``zoo.model(slug, profile)`` the trained module and its history. A stand-in never carries the real model's
+name: at ``quick`` chapter 4 searches AE-GAN's decoder from random starts in place of Defense-GAN's own
+generator, and that model is ``defensegan_aegan_decoder``, never ``defensegan``.
 
-Every function returns a :class:`Built`: the modules, the seconds their training took (from the training
-histories, whether trained now or earlier) and the cache entries this call had to compute.
+``python -m purify_lib.zoo --profile full [slug ...]`` (``make weights``) trains what the recipes name and
+ships each model as it finishes (:mod:`purify_lib.weights`).
 """
+
 from __future__ import annotations
 
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
 
-from . import attacks, cache, data, evaluate, train
-from .defenses import aegan, apegan, apeganpp, defensegan, gandef, isogan, magnet, transforms
-from .profiles import Profile
+from . import evaluate, results, weights
+from .defenses import aegan, defensegan, transforms
+from .profiles import PROFILE_NAMES
+from .recipes import apegan as apegan_recipes
+from .recipes import apeganpp as apeganpp_recipes
+from .recipes import aegan as aegan_recipes
+from .recipes import classifiers as classifier_recipes
+from .recipes import gandef as gandef_recipes
+from .recipes import isogan as isogan_recipes
+from .recipes.base import Recipe, build, clean_score, seconds
+from .runtime import progress
 
-__all__ = ["Built", "gandef_models", "apegan_mnist", "apeganpp_mnist", "aegan_mnist", "isogan_mnist",
-           "input_transforms"]
+__all__ = [
+    "Defense",
+    "Entry",
+    "ENTRIES",
+    "entry",
+    "slugs",
+    "recipe",
+    "model",
+    "load",
+    "load_all",
+    "ship",
+    "main",
+]
 
-SEED = 0
+CLASSIFIER = "vanilla"
+"""The slug of the classifier behind every purifier: chapter 1's LeNet (chapter 5's "Vanilla")."""
 
 
 @dataclass
-class Built:
-    """Trained modules by name, training seconds by name, and the cache entries computed to build them."""
+class Defense:
+    """One defended system: ``classifier(purifier(x))``, with what the adaptive attacks need to know.
 
-    modules: dict[str, nn.Module]
-    seconds: dict[str, float] = field(default_factory=dict)
+    Attributes:
+        slug, name, chapter: the zoo's slug, the display name, and the chapter (notebook stem).
+        classifier: returns logits.
+        purifier: images → images in front of the classifier (``None``: the classifier is the defense).
+        surrogate: BPDA's differentiable stand-in for the purifier (``None``: the identity).
+        detector: a :class:`purify_lib.defenses.gandef.GanDef` pair whose discriminator rejects inputs.
+        generator: ``(decoder, encoder)`` of a purifier that projects onto a generator's range, for the latent
+            attack (encoder ``None``: start from the purifier's own projection).
+        random: the purifier draws randomness per call (EOT applies).
+        max_images: a cap on the images attacked, for defenses whose every forward pass is a search.
+        costly: every forward pass runs an optimisation (a search or a TV solve): below the ``paper``
+            profile the leaderboard attacks it at the headline budget only and skips AutoAttack.
+        train_seconds, trained_now: what training cost, and the cache entries this load had to compute.
+    """
+
+    slug: str
+    name: str
+    chapter: str
+    classifier: nn.Module
+    purifier: nn.Module | None = None
+    surrogate: nn.Module | None = None
+    detector: nn.Module | None = None
+    generator: tuple[nn.Module, nn.Module | None] | None = None
+    random: bool = False
+    max_images: int | None = None
+    costly: bool = False
+    train_seconds: float = 0.0
     trained_now: list[str] = field(default_factory=list)
 
 
-def _seconds(history: Any) -> float:
-    return float(sum(history.get("seconds", []))) if isinstance(history, dict) else 0.0
+Make = Callable[[nn.Module, dict[str, Any], nn.Module, str], dict[str, Any]]
+"""``make(module, history, classifier, profile) -> Defense fields``: how a trained model becomes a defense."""
 
 
-def _track(build: Any) -> Any:
-    """Run ``build()`` and attach to its :class:`Built` the cache entries it computed."""
+@dataclass(frozen=True)
+class Entry:
+    """A model of the zoo: ``recipe(profile)`` trains it (``None``: nothing to train), ``make`` turns it into
+    a defense, ``profiles`` are the profiles it exists at; ``uses`` names the entry whose trained model this
+    defense shares (GanDef-Comb is GanDef's pair with its discriminator as a rejector), shipped once."""
+
+    slug: str
+    name: str
+    chapter: str
+    recipe: Callable[[str], Recipe] | None
+    make: Make
+    profiles: tuple[str, ...] = PROFILE_NAMES
+    uses: str | None = None
+
+
+def _classifier(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
+    return dict(classifier=module)
+
+
+def _gandef(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
+    return dict(classifier=module.classifier)
+
+
+def _gandef_comb(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
+    return dict(classifier=module.classifier, detector=module)
+
+
+def _purifier(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
+    return dict(purifier=module["g"] if isinstance(module, nn.ModuleDict) else module)
+
+
+def _aegan_rs(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
+    rs = aegan.AEGANPurifier(
+        module.encoder, module.decoder, steps=aegan_recipes.SEARCH_STEPS, lr=float(history["search_lr"])
+    )
+    return dict(
+        purifier=rs, surrogate=module, generator=(rs.decoder, rs.encoder), costly=True, max_images=None
+    )
+
+
+def _defensegan(stand_in: bool) -> Make:
+    def make(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
+        generator = module.decoder if stand_in else module["g"]
+        purifier = defensegan.DefenseGANPurifier(
+            generator,
+            steps=aegan_recipes.DEFENSEGAN_STEPS[profile],
+            restarts=10,
+            init="uniform" if stand_in else "normal",
+        )
+        # EOT over Defense-GAN's random starts multiplies its 2,000-pass search: paper profile only
+        return dict(
+            purifier=purifier,
+            generator=(generator, None),
+            random=profile == "paper",
+            costly=True,
+            max_images={"smoke": 4, "quick": 10, "full": 200, "paper": 200}[profile],
+        )
+
+    return make
+
+
+def _transform(build_it: Callable[[str], nn.Module], **extra: Any) -> Make:
+    def make(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
+        return dict(purifier=build_it(profile), **extra)
+
+    return make
+
+
+def _tv_min(profile: str) -> nn.Module:
+    steps = {"smoke": 50, "quick": 100, "full": 300, "paper": 300}[profile]
+    return transforms.TVMinimisation(keep=0.3, lam=0.05, norm=2, steps=steps, seed=0)
+
+
+def _method(method: str) -> Callable[[str], Recipe]:
+    return lambda profile: gandef_recipes.Method.at(profile, method=method)
+
+
+ENTRIES: tuple[Entry, ...] = (
+    Entry(CLASSIFIER, "undefended LeNet", "01_attacks", classifier_recipes.LeNet.at, _classifier),
+    Entry("pure_pgd", "PGD adversarial training", "05_gandef", _method("Pure PGD"), _classifier),
+    Entry("mix_pgd", "Mix PGD", "05_gandef", _method("Mix PGD"), _classifier),
+    Entry("logit_pairing", "adversarial logit pairing", "05_gandef", _method("Logit Pairing"), _classifier),
+    Entry("gandef", "GanDef", "05_gandef", _method("GanDef"), _gandef),
+    Entry("gandef_comb", "GanDef-Comb (rejects)", "05_gandef", None, _gandef_comb, uses="gandef"),
+    Entry("apegan", "APE-GAN", "02_apegan", apegan_recipes.APEGANRecipe.at, _purifier),
+    Entry("apeganpp_mnist_cnn", "APE-GAN++", "03_apeganpp", apeganpp_recipes.APEGANPP.at, _purifier),
+    Entry("isogan", "IsoGAN", "06_isogan", isogan_recipes.Chosen.at, _purifier),
+    Entry("magnet", "MagNet (reformer only)", "04_aegan", aegan_recipes.MagNet.at, _purifier),
+    Entry("aegan_rs", "AE-GAN+rs", "04_aegan", aegan_recipes.AEGANRS.at, _aegan_rs),
+    Entry(
+        "defensegan",
+        "Defense-GAN",
+        "04_aegan",
+        aegan_recipes.DefenseGAN.at,
+        _defensegan(stand_in=False),
+        profiles=("smoke", "full", "paper"),
+    ),
+    Entry(
+        "defensegan_aegan_decoder",
+        "AE-GAN's decoder searched from random starts (Defense-GAN stand-in)",
+        "04_aegan",
+        None,
+        _defensegan(stand_in=True),
+        profiles=("quick",),
+        uses="aegan_rs",
+    ),
+    Entry(
+        "bit_depth", "bit depth (1 bit)", "03_apeganpp", None, _transform(lambda p: transforms.BitDepth(1))
+    ),
+    Entry(
+        "spatial_smoothing",
+        "median smoothing (2×2)",
+        "03_apeganpp",
+        None,
+        _transform(lambda p: transforms.MedianSmoothing(2)),
+    ),
+    Entry("tv_min", "TV minimisation", "03_apeganpp", None, _transform(_tv_min, random=True, costly=True)),
+)
+_BY_SLUG = {e.slug: e for e in ENTRIES}
+
+
+def entry(slug: str) -> Entry:
+    """The zoo's entry for ``slug`` (a ``KeyError`` naming every slug otherwise)."""
+    if slug not in _BY_SLUG:
+        raise KeyError(f"unknown model {slug!r}: the zoo has {', '.join(_BY_SLUG)}")
+    return _BY_SLUG[slug]
+
+
+def slugs(profile: str, trained: bool = False) -> list[str]:
+    """The slugs that exist at ``profile`` (``trained``: only those with a model of their own to ship)."""
+    return [
+        e.slug
+        for e in ENTRIES
+        if profile in e.profiles and (not trained or e.recipe is not None)
+    ]
+
+
+def recipe(slug: str, profile: str) -> Recipe | None:
+    """The recipe that trains ``slug`` at ``profile`` (``None`` for a defense with nothing to train)."""
+    e = entry(slug)
+    if profile not in e.profiles:
+        raise ValueError(f"{slug} does not exist at profile {profile!r} (only at {', '.join(e.profiles)})")
+    return None if e.recipe is None else e.recipe(profile)
+
+
+def model(slug: str, profile: str) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained module of ``slug`` at ``profile`` and its history, through :func:`purify_lib.recipes.build`
+    (shipped weights, else the cache, else training now; a warning says why shipped weights were not used)."""
+    e = entry(slug)
+    if e.uses is not None:
+        recipe(slug, profile)  # exists at this profile, or a clear error
+        return model(e.uses, profile)
+    r = recipe(slug, profile)
+    if r is None:
+        return nn.Identity(), {}
+    reason = weights.explain(slug, profile, r.key(), r.recipe_hash(), r.code_hash())
+    if reason is not None:
+        warnings.warn(f"{slug}: {reason}; not used", stacklevel=2)
+    return build(r)
+
+
+def _make(
+    e: Entry, module: nn.Module, history: dict[str, Any], classifier: nn.Module, profile: str
+) -> Defense:
+    fields = e.make(module, history, classifier, profile)
+    return Defense(
+        e.slug, e.name, e.chapter, **{"classifier": classifier, **fields}, train_seconds=seconds(history)
+    )
+
+
+def load(slug: str, profile: str) -> Defense:
+    """The defense ``slug`` at ``profile``, ready to use (its classifier is the zoo's :data:`CLASSIFIER`
+    unless the model is a classifier itself). ``trained_now`` lists the cache entries this call computed."""
+    from . import cache
+
     before = len(cache.computed())
-    built = build()
-    built.trained_now = cache.computed()[before:]
-    return built
+    classifier, _ = model(CLASSIFIER, profile)
+    module, history = model(slug, profile)
+    d = _make(entry(slug), module, history, classifier, profile)
+    d.trained_now = cache.computed()[before:]
+    return d
 
 
-def gandef_models(P: Profile) -> Built:
-    """Chapter 5's MNIST LeNets: ``vanilla`` (shared with chapter 1), ``pure_pgd`` (PGD adversarial
-    training) and ``gandef`` (a :class:`purify_lib.defenses.gandef.GanDef` pair)."""
-    def build() -> Built:
-        x, y = data.load("mnist", "train", n=P.pick(smoke=256, quick=6_000, paper=None))
-        val = data.load("mnist", "val", n=P.pick(smoke=128, quick=2_000, paper=5_000))
-        vanilla = dict(epochs=P.pick(smoke=1, quick=3, paper=15),
-                       batch_size=P.pick(smoke=64, quick=128, paper=128), lr=1e-3, seed=SEED)
-        models, histories = gandef.train_methods(
-            "lenet", "mnist", x, y, methods=("Vanilla", "Pure PGD", "GanDef"),
-            train_pgd=P.pick(smoke=dict(eps=0.3, alpha=0.2, steps=2), quick=dict(eps=0.3, alpha=0.2, steps=2),
-                             paper=dict(eps=0.3, alpha=0.01, steps=40)),
-            gamma=0.5, logit_pairing=0.5, epochs=P.pick(smoke=1, quick=3, paper=20),
-            batch_size=P.pick(smoke=64, quick=64, paper=128), lr=1e-3, lr_schedule="decay", val=val,
-            seed=SEED, warmup_fraction=0.4, vanilla=vanilla)
-        names = {"Vanilla": "vanilla", "Pure PGD": "pure_pgd", "GanDef": "gandef"}
-        return Built({names[k]: m for k, m in models.items()},
-                     {names[k]: _seconds(h) for k, h in histories.items()})
-    return _track(build)
+def load_all(profile: str, only: Sequence[str] | None = None) -> dict[str, Defense]:
+    """Every defense of the zoo at ``profile`` (or the slugs in ``only``), by slug."""
+    return {slug: load(slug, profile) for slug in progress(only or slugs(profile), desc="zoo", leave=False)}
 
 
-def apegan_mnist(P: Profile) -> Built:
-    """Chapter 2's MNIST APE-GAN (``apegan``), trained on FGSM pairs (ε = 15/255) of its ``defgan_b``."""
-    def build() -> Built:
-        n_train = P.pick(smoke=256, quick=4_000, paper=None)
-        x, y = data.load("mnist", "train", n=n_train)
-        target, _ = train.load_or_fit("defgan_b", "mnist", x, y, epochs=P.pick(1, 5, 5),
-                                      batch_size=P.pick(smoke=64, quick=128, paper=128), lr=1e-3, seed=SEED)
-        xg, yg = data.load("mnist", "train", n=P.pick(smoke=256, quick=10_000, paper=None))
-        eps = apegan.EPS_PAPER["mnist"]
-        data_key = dict(dataset="mnist", classifier="defgan_b", n_train=n_train, profile=P.name, seed=SEED)
-        x_adv = apegan.fgsm_pairs(target, xg, yg, eps, key=data_key)
-        g, history = apegan.load_or_train_apegan(xg, x_adv, key=data_key | {"pair_eps": eps},
-                                                 epochs=P.pick(1, 2, 2), seed=SEED)
-        return Built({"apegan": g}, {"apegan": _seconds(history)})
-    return _track(build)
+def ship(slug: str, profile: str) -> dict[str, Any] | None:
+    """Train ``slug`` at ``profile`` if needed and write its weights and manifest entry; ``None`` when the
+    shipped weights already match its recipe and code (or it has nothing to train)."""
+    r = recipe(slug, profile)
+    if r is None:
+        return None
+    recipe_hash, code_hash, key = r.recipe_hash(), r.code_hash(), r.key()  # before training: the code it runs
+    e = weights.entry(slug, profile)
+    if e is not None and (e["recipe_hash"], e["code_hash"]) == (recipe_hash, code_hash):
+        weights.read(e)  # verified, or a loud error
+        return None
+    commit = results.git_commit()
+    module, history = build(r)
+    classifier = module if slug == CLASSIFIER else model(CLASSIFIER, profile)[0]
+    made = entry(slug)
+
+    def score(m: nn.Module) -> float:
+        d = _make(made, m, history, classifier if slug != CLASSIFIER else m, profile)
+        system = d.classifier if d.purifier is None else evaluate.Defended(d.purifier, d.classifier)
+        return clean_score(system, r.dataset)
+
+    return weights.save(
+        slug,
+        profile,
+        module,
+        history,
+        recipe=key,
+        recipe_hash=recipe_hash,
+        code_hash=code_hash,
+        score=score,
+        commit=commit,
+        device=results.device_name(),
+        data_source=r.data_source(),
+    )
 
 
-def apeganpp_mnist(P: Profile) -> Built:
-    """Chapter 3's MNIST APE-GAN++ (``apeganpp``) with third-party classifier ``mnist_cnn``."""
-    def build() -> Built:
-        x, y = data.load("mnist", "train", n=P.pick(smoke=128, quick=4_000, paper=None))
-        xv, yv = data.load("mnist", "val", n=P.pick(smoke=32, quick=300, paper=2_000))
-        fit = P.pick(smoke=dict(optimizer="adam", lr=1e-3, batch_size=64),
-                     quick=dict(optimizer="adam", lr=1e-3, batch_size=64),
-                     paper=dict(optimizer="sgd", lr=0.01, weight_decay=1e-3, batch_size=128))
-        source, _ = apeganpp.load_or_fit("mnist_cnn", "mnist", x, y, epochs=P.pick(1, 2, 10), seed=SEED,
-                                         **fit)
-        key = dict(dataset="mnist", source="mnist_cnn", weights=apeganpp.weights_fingerprint(source),
-                   seed=SEED)
-        n_pairs, eps = P.pick(smoke=64, quick=1_000, paper=10_000), apeganpp.EPS_MIX["mnist"]
-        pairs = apeganpp.mixed_fgsm_pairs(source, x[:n_pairs], y[:n_pairs], eps, key=key | {"split": "train"})
-        _, xv_adv, yv_adv = apeganpp.mixed_fgsm_pairs(source, xv, yv, eps, key=key | {"split": "val"})
-        generator = P.pick(smoke=dict(widths=(8, 16), kernel=4, activation="leaky_relu"),
-                           quick=dict(widths=(16, 32), kernel=4, activation="leaky_relu"),
-                           paper=apeganpp.CODE_GENERATOR)
-        g, history = apeganpp.load_or_train_apeganpp(
-            source, *pairs, critic_width=P.pick(8, 16, 64), generator=generator, key=dict(dataset="mnist"),
-            seed=SEED, val=(xv, yv, xv_adv, yv_adv), epochs=P.pick(1, 2, 10), batch_size=P.pick(32, 32, 128),
-            lr=P.pick(1e-3, 1e-3, 2e-4))
-        return Built({"apeganpp": g}, {"apeganpp": _seconds(history)})
-    return _track(build)
-
-
-def aegan_mnist(P: Profile) -> Built:
-    """Chapter 4's MNIST defenses: ``aegan_rs`` (the searching purifier, its step chosen on validation as
-    in the chapter), its auto-encoder ``aegan_ae`` (``G(F(x))``, BPDA's surrogate), ``magnet`` (the reformer,
-    latent 20) and ``defensegan`` (at ``quick`` the chapter's stand-in: AE-GAN's decoder, uniform starts)."""
-    def build() -> Built:
-        x, y = data.load("mnist", "train", n=P.pick(smoke=512, quick=12_000, paper=None))
-        x_gan = data.load("mnist", "train", n=P.pick(smoke=512, quick=20_000, paper=None))[0]
-        xv, yv = data.load("mnist", "val", n=P.pick(smoke=100, quick=500, paper=5_000))
-        target, _ = train.load_or_fit("defgan_a", "mnist", x, y, seed=SEED, epochs=P.pick(1, 3, 10),
-                                      batch_size=100, lr=1e-3)
-        gan = dict(epochs=P.pick(1, 3, 60), batch_size=100, lr=P.pick(1e-3, 1e-3, 2e-4))
-        width = P.pick(8, 16, 64)
-        m, h = aegan.load_or_train_aegan(x_gan, variant="aegan_r", width=width, latent=128, val=xv, seed=SEED,
-                                         **gan)
-        n_lr = P.pick(smoke=32, quick=200, paper=1_000)
-        corrupted = evaluate.attack_dataset(attacks.fgsm, target, xv[:n_lr], yv[:n_lr], P.eval_batch_size,
-                                            eps=0.3)
-        lr, _ = aegan.choose_search_lr(m.encoder, m.decoder, xv[:n_lr], (0.1, 1.0, 10.0, 100.0),
-                                       corrupted=corrupted, steps=15)
-        reformer, h_magnet = magnet.load_or_train_magnet(x_gan, width=width, latent=20, seed=SEED, **gan)
-        dg_epochs = P.pick(smoke=1, quick=None, paper=30)
-        if dg_epochs is None:
-            generator, init, dg_seconds = m.decoder, "uniform", 0.0
+def main(argv: Sequence[str] | None = None) -> int:
+    """``make weights``: train and ship the models of a profile (all, or the slugs given)."""
+    parser = argparse.ArgumentParser(prog="python -m purify_lib.zoo", description=main.__doc__)
+    parser.add_argument("--profile", default="full", choices=PROFILE_NAMES)
+    parser.add_argument("models", nargs="*", help="slugs (default: every model with a recipe)")
+    args = parser.parse_args(argv)
+    chosen = args.models or slugs(args.profile, trained=True)
+    for slug in chosen:
+        entry(slug)
+    for slug in progress(chosen, desc=f"weights ({args.profile})"):
+        start = time.perf_counter()
+        shipped = ship(slug, args.profile)
+        took = time.perf_counter() - start
+        if shipped is None:
+            print(f"{slug}: up to date", flush=True)
         else:
-            generator, h_dg = defensegan.load_or_train_defensegan(x_gan, width=width, seed=SEED,
-                                                                  batch_size=50, lr=1e-4, epochs=dg_epochs)
-            init, dg_seconds = "normal", _seconds(h_dg)
-        modules = {"aegan_rs": aegan.AEGANPurifier(m.encoder, m.decoder, steps=15, lr=lr), "aegan_ae": m,
-                   "magnet": reformer,
-                   "defensegan": defensegan.DefenseGANPurifier(generator, steps=P.pick(20, 200, 200),
-                                                               restarts=10, init=init)}
-        seconds = {"aegan_rs": _seconds(h), "magnet": _seconds(h_magnet), "defensegan": dg_seconds}
-        return Built(modules, seconds)
-    return _track(build)
+            print(
+                f"{slug}: {shipped['file']} ({shipped['bytes'] / 2**20:.1f} MiB, {shipped['precision']}), "
+                f"clean accuracy {shipped['clean_accuracy']:.4f}, {took / 60:.1f} min",
+                flush=True,
+            )
+    return 0
 
 
-def isogan_mnist(P: Profile) -> Built:
-    """Chapter 6's MNIST IsoGAN (``isogan``): the label weight its chapter chooses on validation."""
-    def build() -> Built:
-        x, y = data.load("mnist", "train", n=P.pick(smoke=64, quick=5_000, paper=None))
-        xv, yv = data.load("mnist", "val", n=P.pick(smoke=32, quick=1_000, paper=2_000))
-        f1, _ = train.load_or_fit("mnist_cnn", "mnist", x, y, epochs=P.pick(1, 2, 10),
-                                  batch_size=P.pick(32, 32, 128), lr=1e-3, seed=SEED)
-        eps, n_pairs = isogan.EPS_PAPER["grey"], P.pick(smoke=64, quick=3_000, paper=None)
-        key = dict(dataset="mnist", classifier="mnist_cnn", weights=isogan.weights_fingerprint(f1))
-        xp, yp = x[:n_pairs], y[:n_pairs]
-        pairs = (xp, apegan.fgsm_pairs(f1, xp, yp, eps, key=key | {"split": "train"}), yp)
-        val = (xv, apegan.fgsm_pairs(f1, xv, yv, eps, key=key | {"split": "val"}), yv)
-        gan = dict(epochs=P.pick(1, 1, 5), batch_size=32, lr=P.pick(1e-3, 1e-3, 2e-4))
-        found = {}
-        for w in P.pick(smoke=[0.0, 0.5], quick=[0.0, 0.1, 0.5], paper=[0.0, 0.05, 0.1, 0.5]):
-            found[f"label={w:g}"] = isogan.load_or_train_isogan(
-                *pairs, f1, key=key | {"pair_eps": eps}, seed=SEED,
-                weights={**isogan.DEFAULT_WEIGHTS, "label": w}, val=val, **gan)
-        scores = {k: {"clean_acc": h["val_clean_acc"][-1], "adv_acc": h["val_adv_acc"][-1]}
-                  for k, (_, h) in found.items()}
-        chosen = isogan.choose(scores, evaluate.accuracy(f1, xv, yv), tolerance=0.01)
-        return Built({"isogan": found[chosen][0]}, {"isogan": _seconds(found[chosen][1])})
-    return _track(build)
-
-
-def input_transforms(P: Profile) -> Built:
-    """Chapter 3's input transformations: ``bit_depth`` (1 bit), ``median`` (2×2) and ``tv_min``."""
-    return Built({"bit_depth": transforms.BitDepth(1), "median": transforms.MedianSmoothing(2),
-                  "tv_min": transforms.TVMinimisation(keep=0.3, lam=0.05, norm=2, steps=P.pick(50, 100, 300),
-                                                      seed=SEED)})
+if __name__ == "__main__":
+    sys.exit(main())

