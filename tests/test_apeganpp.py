@@ -210,38 +210,6 @@ def test_apegan_baseline_matches_apegan_and_records_norms(pairs):
     assert all(v > 0 for v in h["steps"]["adv_grad_norm"])
 
 
-def test_load_or_train_apeganpp_uses_the_cache(pairs, mnist_model, monkeypatch):
-    x_clean, x_adv, y = (t[:32] for t in pairs)
-    options = dict(generator=SMALL_G, critic_width=8, key={"test": "cache"}, epochs=1, batch_size=32, seed=1)
-    g1, h1 = apeganpp.load_or_train_apeganpp(mnist_model, x_clean, x_adv, y, **options)
-    assert not g1.training
-
-    def fail(*args, **kwargs):
-        raise AssertionError("trained again instead of loading from the cache")
-
-    monkeypatch.setattr(apeganpp, "train_apeganpp", fail)
-    g2, h2 = apeganpp.load_or_train_apeganpp(mnist_model, x_clean, x_adv, y, **options)
-    assert h1 == h2
-    for a, b in zip(g1.state_dict().values(), g2.state_dict().values()):
-        assert torch.equal(a.cpu(), b.cpu())
-    other = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(784, 10))  # another third party
-    with pytest.raises(AssertionError, match="trained again"):
-        apeganpp.load_or_train_apeganpp(other, x_clean, x_adv, y, **options)
-
-
-def test_adversarial_finetuning_starts_from_the_model(mnist_data, mnist_model):
-    x, y = mnist_data["x_train"][:128], mnist_data["y_train"][:128]
-    before = [p.clone() for p in mnist_model.parameters()]
-    tuned, history = apeganpp.load_or_adversarially_finetune(mnist_model, "test", x, y, eps=(0.1, 0.3),
-                                                             epochs=1, batch_size=64, lr=1e-3)
-    assert tuned is not mnist_model
-    assert all(torch.equal(a, b) for a, b in zip(before, mnist_model.parameters()))
-    assert len(history["adv_acc"]) == 1
-    # a few steps away from the start, not a fresh network
-    distance = sum((a - b).pow(2).sum() for a, b in zip(tuned.parameters(), mnist_model.parameters())).sqrt()
-    assert 0 < distance.item() < 0.5 * sum(p.pow(2).sum() for p in mnist_model.parameters()).sqrt().item()
-
-
 def test_craft_once_and_score(mnist_data, mnist_model):
     x, y = mnist_data["x_test"][:40], mnist_data["y_test"][:40]
     attacks = {"fgsm": (fgsm, {"eps": 0.3}, 40), "fgsm_small": (fgsm, {"eps": 0.05}, 20)}

@@ -118,24 +118,6 @@ def test_classifier_is_frozen_and_restored(triples, mnist_model):
     assert flags == [p.requires_grad for p in mnist_model.parameters()]
 
 
-def test_cache_round_trip(triples, mnist_model, monkeypatch):
-    x, x_adv, y = (t[:32] for t in triples)
-    key = {"test": "round-trip"}
-    g1, h1 = isogan.load_or_train_isogan(x, x_adv, y, mnist_model, key=key, epochs=1, seed=3)
-
-    def fail(*args, **kwargs):
-        raise AssertionError("trained again instead of loading from the cache")
-
-    monkeypatch.setattr(isogan, "train_isogan", fail)
-    g2, h2 = isogan.load_or_train_isogan(x, x_adv, y, mnist_model, key=key, epochs=1, seed=3)
-    assert h1 == h2 and not g2.training
-    pairs = zip(g1.state_dict().values(), g2.state_dict().values(), strict=True)
-    assert all(torch.equal(a.cpu(), b.cpu()) for a, b in pairs)
-    with pytest.raises(AssertionError, match="trained again"):  # other weights: another model
-        isogan.load_or_train_isogan(x, x_adv, y, mnist_model, key=key, epochs=1, seed=3,
-                                    weights=isogan.ABLATION["repair"])
-
-
 def test_weights_fingerprint_handles_batch_norm():
     torch.manual_seed(0)
     g = APEGAN(1)  # has 0-d num_batches_tracked buffers

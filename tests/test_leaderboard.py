@@ -10,7 +10,6 @@ from torch import nn
 from purify_lib import leaderboard as lb
 from purify_lib import zoo
 from purify_lib.defenses import gandef, transforms
-from purify_lib.profiles import get_profile
 
 from conftest import small_cnn
 
@@ -107,12 +106,12 @@ def test_bad_attack_name_is_refused(mnist_data):
 
 def test_missing_weights_are_trained_through_the_cache_never_skipped(tmp_path, monkeypatch):
     monkeypatch.setenv("PURIFY_CACHE", str(tmp_path / "cache"))
-    smoke = get_profile("smoke")
-    first = zoo.gandef_models(smoke)
-    assert {"vanilla", "pure_pgd", "gandef"} <= set(first.modules)
+    monkeypatch.setenv("PURIFY_WEIGHTS", str(tmp_path / "weights"))  # nothing shipped
+    first = zoo.load("gandef_comb", "smoke")
+    assert first.detector is not None and first.classifier is first.detector.classifier
     assert any(name.startswith("gandef") for name in first.trained_now)  # trained now, not skipped
-    assert first.seconds["gandef"] > 0
-    again = zoo.gandef_models(smoke)
+    assert first.train_seconds > 0
+    again = zoo.load("gandef_comb", "smoke")
     assert again.trained_now == []  # the second time everything comes from the cache
-    for a, b in zip(first.modules["gandef"].parameters(), again.modules["gandef"].parameters()):
+    for a, b in zip(first.detector.parameters(), again.detector.parameters()):
         assert torch.equal(a, b)

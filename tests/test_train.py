@@ -212,15 +212,3 @@ def test_random_eps_fgsm_draws_from_its_choices_and_is_seeded(mnist_model, mnist
     assert draws[0] == draws[1] and draws[0] != draws[2]
     assert repr(train.RandomEpsFGSM([0.1], seed=3)) == "RandomEpsFGSM(eps_choices=[0.1], seed=3)"
 
-
-def test_load_or_fit_reuses_weights_for_the_same_data_only(mnist_data) -> None:
-    x, y = mnist_data["x_train"][:128], mnist_data["y_train"][:128]
-    adversary = functools.partial(attacks.fgsm, eps=0.1)
-    options = dict(epochs=1, batch_size=64, lr=1e-3, adversary=adversary, clean_weight=0.5)
-    first, h1 = train.load_or_fit("defgan_c", "mnist", x, y, desc="first", **options)
-    again, h2 = train.load_or_fit("defgan_c", "mnist", x, y, desc="again", **options)  # desc is no key
-    assert h1 == h2 and all(torch.equal(a, b) for a, b in zip(first.state_dict().values(),
-                                                               again.state_dict().values()))
-    other, h3 = train.load_or_fit("defgan_c", "mnist", x.flip(0), y.flip(0), **options)
-    assert h3 != h1 and not torch.equal(first.state_dict()["body.1.weight"],
-                                        other.state_dict()["body.1.weight"])

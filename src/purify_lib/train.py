@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from purify_lib import cache, classifiers
 from purify_lib.attacks import fgsm, pgd
 from purify_lib.checks import check_images, check_labels, check_positive
 from purify_lib.evaluate import accuracy, predict
@@ -412,34 +411,6 @@ def fit(
                   seed=seed, validate=validate, desc=desc,
                   stateful=[adversary] if hasattr(adversary, "state_dict") else [])
     return {k: history.get(k, []) for k in ("train_loss", "train_acc", "adv_acc", "val_acc", "seconds")}
-
-
-def load_or_fit(
-    classifier: str,
-    dataset: str,
-    x: Tensor,
-    y: Tensor,
-    *,
-    key: Mapping[str, Any] | None = None,
-    seed: int = 0,
-    **options: Any,
-) -> tuple[nn.Module, dict[str, list[float]]]:
-    """Build classifier ``classifier`` for ``dataset`` and train it with :func:`fit` (or load it from the
-    cache).
-
-    The cache key holds a fingerprint of ``x`` and ``y`` (and of ``val``), the classifier, ``seed``, every
-    :func:`fit` option (an adversary by its ``repr``) and ``key`` (anything else worth naming). So a chapter
-    that trains the same model on the same images as another reuses its weights, and nothing else does.
-
-    Returns:
-        ``(model, history)``: the trained model in eval mode on :func:`purify_lib.runtime.get_device`, and
-        :func:`fit`'s history.
-    """
-    seed_everything(seed)
-    model = classifiers.build(classifier, dataset)
-    full_key = cache.training_key(x, y, seed=seed, key={**(key or {}), "dataset": dataset}, **options)
-    return cache.load_or_train(model, lambda m: fit(m, x, y, seed=seed, **options), full_key,
-                               name=f"{classifier}-{dataset}")
 
 
 class WarmupPGD:

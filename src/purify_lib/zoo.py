@@ -169,7 +169,7 @@ def _method(method: str) -> Callable[[str], Recipe]:
 
 
 ENTRIES: tuple[Entry, ...] = (
-    Entry(CLASSIFIER, "undefended LeNet", "01_attacks", classifier_recipes.LeNet.at, _classifier),
+    Entry(CLASSIFIER, "undefended LeNet", "05_gandef", classifier_recipes.LeNet.at, _classifier),
     Entry("pure_pgd", "PGD adversarial training", "05_gandef", _method("Pure PGD"), _classifier),
     Entry("mix_pgd", "Mix PGD", "05_gandef", _method("Mix PGD"), _classifier),
     Entry("logit_pairing", "adversarial logit pairing", "05_gandef", _method("Logit Pairing"), _classifier),

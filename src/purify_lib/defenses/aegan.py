@@ -43,19 +43,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import cache, classifiers
 from ..adaptive import detector_aware_loss
 from ..attacks import pgd
 from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import predict
-from ..runtime import get_device, model_device, seed_everything
+from ..runtime import model_device
 from ..train import Loop, Step, fit, run
 
 __all__ = ["LATENT", "VARIANTS", "Encoder", "Decoder", "Discriminator", "AEGAN", "sample_prior", "aegan_step",
-           "train_aegan", "load_or_train_aegan", "training_key", "Search", "latent_search",
+           "train_aegan", "Search", "latent_search",
            "reconstruction_error", "AEGANPurifier", "choose_search_lr", "outcomes", "at_threshold",
-           "ReconstructionDetector", "detector_aware_attack", "half_mask", "purify_timed", "train_substitute",
-           "load_or_train_substitute"]
+           "ReconstructionDetector", "detector_aware_attack", "half_mask", "purify_timed", "train_substitute"]
 
 LATENT = 128
 """The latent dimension of table 6."""
@@ -246,40 +244,6 @@ def train_aegan(model: AEGAN, x: Tensor, *, epochs: int, batch_size: int = 100, 
 def _val_mse(model: nn.Module, x: Tensor) -> float:
     """Mean reconstruction MSE per pixel of ``model`` (``G(F(x))``) on ``x``."""
     return reconstruction_error(predict(model, x), x).mean().item()
-
-
-def training_key(x: Tensor, *, seed: int, key: Mapping[str, Any] | None, **options: Any) -> dict[str, Any]:
-    """The cache key of a generative model trained on the images ``x`` alone (no labels): their fingerprint,
-    the seed, every option (:func:`purify_lib.cache.describe`; ``desc`` left out) and ``key``."""
-    options = {k: v for k, v in options.items() if k != "desc"}
-    return {**(key or {}), "seed": seed, "data": cache.fingerprint(x), **cache.describe(options)}
-
-
-def load_or_train_aegan(x: Tensor, *, variant: str = "aegan_r", width: int = 64, latent: int = LATENT,
-                        key: Mapping[str, Any] | None = None, seed: int = 0,
-                        **options: Any) -> tuple[AEGAN, dict[str, Any]]:
-    """Build the ``variant`` of :data:`VARIANTS` for ``x``'s shape and train it with :func:`train_aegan` (or
-    load it from the cache).
-
-    ``options`` (``epochs``, ``batch_size``, ``lr``, ``val``) go to :func:`train_aegan`; ``noise_max`` may
-    override the variant's. The cache key holds a fingerprint of ``x``, the variant, width, latent size,
-    seed, every option and ``key``.
-
-    Returns:
-        ``(model, history)``: the trained :class:`AEGAN` in eval mode on :func:`get_device`.
-    """
-    if variant not in VARIANTS:
-        raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}, got {variant!r}")
-    check_image_shape(x, "x")
-    settings = {**VARIANTS[variant], **{k: v for k, v in options.items() if k in ("noise_max", "clip")}}
-    options = {k: v for k, v in options.items() if k not in ("noise_max", "clip")}
-    seed_everything(seed)
-    model = AEGAN(x.shape[1], x.shape[2], width, latent, adversarial=settings["adversarial"]).to(get_device())
-    full_key = training_key(x, seed=seed, key={**(key or {}), "variant": variant, **settings}, **options)
-    return cache.load_or_train(
-        model, lambda m: train_aegan(m, x, noise_max=settings["noise_max"], clip=settings["clip"], seed=seed,
-                                     desc=variant, **options),
-        full_key, name=f"aegan-{variant}")
 
 
 # ------------------------------------------------------------------------------------- the latent search
@@ -635,17 +599,3 @@ def train_substitute(substitute: nn.Module, oracle: nn.Module, x_seed: Tensor, *
     agreement = (predict(substitute, x).argmax(1).cpu() == labels).float().mean().item()
     return {"sizes": sizes, "agreement": agreement}
 
-
-def load_or_train_substitute(name: str, dataset: str, oracle: nn.Module, x_seed: Tensor, *,
-                             key: Mapping[str, Any] | None = None, seed: int = 0,
-                             **options: Any) -> tuple[nn.Module, dict]:
-    """Build classifier ``name`` and train it as a black-box substitute of ``oracle`` with
-    :func:`train_substitute` (or load it from the cache). The key holds a fingerprint of the oracle's weights,
-    of the seed images, the seed, every option and ``key``."""
-    seed_everything(seed)
-    model = classifiers.build(name, dataset)
-    oracle_key = cache.fingerprint(*oracle.state_dict().values())
-    full_key = training_key(x_seed, seed=seed, key={**(key or {}), "dataset": dataset, "oracle": oracle_key},
-                            **options)
-    return cache.load_or_train(model, lambda m: train_substitute(m, oracle, x_seed, seed=seed, **options),
-                               full_key, name=f"substitute-{name}-{dataset}")

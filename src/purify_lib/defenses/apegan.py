@@ -39,7 +39,7 @@ from .. import cache
 from ..attacks import bim, fgsm
 from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import attack_dataset
-from ..runtime import get_device, model_device, progress
+from ..runtime import model_device, progress
 from ..train import Loop, Step, run
 
 EPS_PAPER: dict[str, float] = {"mnist": 15 / 255, "cifar10": 5 / 255, "gtsrb": 5 / 255}
@@ -243,32 +243,6 @@ def fgsm_pairs(classifier: nn.Module, x: Tensor, y: Tensor, eps: float, *, key: 
         return torch.cat(parts)
 
     return cache.load_or_compute("apegan-fgsm-pairs", {**key, "eps": eps, "n": len(x)}, compute)
-
-
-def load_or_train_apegan(x_clean: Tensor, x_adv: Tensor, *, key: Mapping[str, Any] | None = None,
-                         seed: int = 0,
-                         **options: Any) -> tuple[APEGAN, dict[str, Any]]:
-    """Build an APE-GAN for ``x_clean``'s shape and train it with :func:`train_apegan` (or load it from the
-    cache).
-
-    ``options`` (``epochs``, ``batch_size``, ``lr``, ``weights``, ``g_steps``) go to :func:`train_apegan`. The
-    cache key holds a fingerprint of the pairs, the seed, every option and ``key`` (e.g. the ε and classifier
-    that made the pairs, for a reader of the cache).
-
-    Returns:
-        ``(generator, history)``: the trained purifier in eval mode on :func:`get_device`, and the history
-        of :func:`train_apegan`.
-    """
-    check_image_shape(x_clean, "x_clean")
-    channels, size = x_clean.shape[1], x_clean.shape[2]
-    torch.manual_seed(seed)
-    pair = nn.ModuleDict({"g": APEGAN(channels), "d": Discriminator(channels, size)}).to(get_device())
-    pair, history = cache.load_or_train(
-        pair, lambda m: train_apegan(m["g"], m["d"], x_clean, x_adv, seed=seed, **options),
-        cache.training_key(x_clean, x_adv, seed=seed, key=key, **options), name="apegan")
-    generator = pair["g"]
-    generator.eval()
-    return generator, history
 
 
 def bim_iterates(model: nn.Module, x: Tensor, y: Tensor, eps: float, steps: int = 5,

@@ -41,14 +41,12 @@ the penalty holds near norm 1 per image); the generator is driven mostly by the 
 ``Critic(code_critic=True)`` rebuilds the code's sigmoid-and-batch-norm critic for an ablation.
 
 For the chapter's tables, :func:`craft` makes each attack's examples once per attacked classifier and
-:func:`score` scores any number of defended systems on them; :func:`load_or_adversarially_finetune` is the
-adversarial-training baseline, :func:`cw_distortion` the minimum-distortion measure, and :func:`load_or_fit`
-trains registry classifiers with build options (narrow networks at the ``smoke`` profile).
+:func:`score` scores any number of defended systems on them; :func:`cw_distortion` is the minimum-distortion
+measure. How every model is trained at each profile lives in :mod:`purify_lib.recipes.apeganpp`.
 """
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -56,13 +54,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import cache, classifiers, train
-from ..cache import weights_fingerprint
 from ..attacks import attack_mode, cw_l2
 from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import Defended, accuracy, attack_dataset, predict
 from ..results import Results
-from ..runtime import get_device, model_device
+from ..runtime import model_device
 from ..train import Loop, Step, run
 from . import apegan
 from .apegan import APEGAN
@@ -379,67 +375,6 @@ def train_apegan_baseline(
 
 
 
-def _load_or_train(name: str, players: nn.ModuleDict, train_fn: Callable[[nn.ModuleDict], Any],
-                   x_clean: Tensor, x_adv: Tensor, key: Mapping[str, Any], seed: int,
-                   options: Mapping[str, Any]) -> tuple[APEGAN, dict[str, Any]]:
-    players, history = cache.load_or_train(players.to(get_device()), train_fn,
-                                           cache.training_key(x_clean, x_adv, seed=seed, key=key, **options),
-                                           name=name)
-    generator = players["g"]
-    generator.eval()
-    return generator, history
-
-
-def load_or_train_apeganpp(third_party: nn.Module, x_clean: Tensor, x_adv: Tensor, y: Tensor, *,
-                           generator: Mapping[str, Any] | None = None, critic_width: int = 64,
-                           key: Mapping[str, Any] | None = None, seed: int = 0,
-                           **options: Any) -> tuple[APEGAN, dict[str, Any]]:
-    """Build ``APEGAN(channels, **generator)`` (default :data:`CODE_GENERATOR`) and a :class:`Critic`, and
-    train them with :func:`train_apeganpp` (or load them from the cache).
-
-    ``options`` (``epochs``, ``batch_size``, ``lr``, ``weights``, ``gp_weight``, ``n_critic``, ``val``) go to
-    :func:`train_apeganpp`. The cache key holds fingerprints of the pairs, the labels, ``val`` and the
-    third-party classifier's weights, the architecture, the seed, every option and ``key``.
-
-    Returns:
-        ``(generator, history)``: the trained purifier in eval mode on :func:`get_device`, and the history.
-    """
-    check_image_shape(x_clean, "x_clean")
-    arch = dict(CODE_GENERATOR if generator is None else generator)
-    channels, size = x_clean.shape[1], x_clean.shape[2]
-    torch.manual_seed(seed)
-    players = nn.ModuleDict({"g": APEGAN(channels, **arch), "d": Critic(channels, size, critic_width)})
-    full_key = {**(key or {}), "third_party": weights_fingerprint(third_party), "generator": arch,
-                "critic_width": critic_width}
-    return _load_or_train(
-        "apeganpp", players,
-        lambda m: train_apeganpp(m["g"], m["d"], third_party, x_clean, x_adv, y, seed=seed, **options),
-        x_clean, x_adv, full_key, seed, {"labels": y, **options})
-
-
-def load_or_train_apegan_baseline(x_clean: Tensor, x_adv: Tensor, *,
-                                  generator: Mapping[str, Any] | None = None,
-                                  classifier: nn.Module | None = None,
-                                  key: Mapping[str, Any] | None = None, seed: int = 0,
-                                  **options: Any) -> tuple[APEGAN, dict[str, Any]]:
-    """APE-GAN with APE-GAN++'s generator (default :data:`CODE_GENERATOR`) and chapter 2's discriminator,
-    trained with :func:`train_apegan_baseline` (or loaded from the cache): the baseline that differs from
-    :func:`load_or_train_apeganpp` in its losses only. ``options`` go to :func:`train_apegan_baseline`
-    (``classifier``, needed with ``val``, is fingerprinted into the key)."""
-    check_image_shape(x_clean, "x_clean")
-    arch = dict(CODE_GENERATOR if generator is None else generator)
-    channels, size = x_clean.shape[1], x_clean.shape[2]
-    torch.manual_seed(seed)
-    players = nn.ModuleDict({"g": APEGAN(channels, **arch), "d": apegan.Discriminator(channels, size)})
-    full_key = {**(key or {}), "generator": arch,
-                "classifier": None if classifier is None else weights_fingerprint(classifier)}
-    return _load_or_train(
-        "apegan-baseline", players,
-        lambda m: train_apegan_baseline(m["g"], m["d"], x_clean, x_adv, classifier=classifier, seed=seed,
-                                        **options),
-        x_clean, x_adv, full_key, seed, options)
-
-
 def mixed_fgsm_pairs(classifier: nn.Module, x: Tensor, y: Tensor, eps: Sequence[float], *,
                      key: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
     """The paper's training set: FGSM examples of ``x`` against ``classifier`` at every ε of ``eps``
@@ -453,41 +388,6 @@ def mixed_fgsm_pairs(classifier: nn.Module, x: Tensor, y: Tensor, eps: Sequence[
     k = len(eps)
     adv = torch.cat([apegan.fgsm_pairs(classifier, x, y, e, key=key) for e in eps])
     return x.repeat(k, 1, 1, 1), adv, y.repeat(k)
-
-
-def load_or_fit(name: str, dataset: str, x: Tensor, y: Tensor, *, build: Mapping[str, Any] | None = None,
-                seed: int = 0, **options: Any) -> tuple[nn.Module, dict[str, list[float]]]:
-    """A registry classifier trained with :func:`purify_lib.train.fit` through the cache.
-
-    Without ``build`` this is :func:`purify_lib.train.load_or_fit` (so chapters share weights); ``build``
-    holds options of :func:`purify_lib.classifiers.build` (e.g. ``width`` for a narrow ResNet-18 on a CPU),
-    which join the cache key.
-    """
-    if not build:
-        return train.load_or_fit(name, dataset, x, y, seed=seed, **options)
-    torch.manual_seed(seed)
-    model = classifiers.build(name, dataset, **build)
-    key = cache.training_key(x, y, seed=seed, key={"dataset": dataset, "build": dict(build)}, **options)
-    return cache.load_or_train(model, lambda m: train.fit(m, x, y, seed=seed, **options), key,
-                               name=f"{name}-{dataset}")
-
-
-def load_or_adversarially_finetune(model: nn.Module, name: str, x: Tensor, y: Tensor, *, eps: Sequence[float],
-                                   seed: int = 0, **options: Any) -> tuple[nn.Module, dict[str, list[float]]]:
-    """The paper's adversarial-training baseline (ART's ``AdversarialTrainer`` with FGSM at the ε of ``eps``,
-    ratio 0.5): a copy of the trained ``model`` trained further with :func:`purify_lib.train.fit` on half
-    clean, half FGSM loss, ε drawn per batch (:class:`purify_lib.train.RandomEpsFGSM`), through the cache.
-
-    ART's trainer continues training the classifier it is given, so this starts from ``model``'s weights
-    (which are left untouched). ``options`` go to :func:`purify_lib.train.fit` (``epochs``, ``batch_size``,
-    ``lr`` ...).
-    """
-    adversary = train.RandomEpsFGSM(eps, seed=seed)
-    start = copy.deepcopy(model)
-    key = cache.training_key(x, y, seed=seed, key={"start": weights_fingerprint(model)}, adversary=adversary,
-                             clean_weight=0.5, **options)
-    return cache.load_or_train(start, lambda m: train.fit(m, x, y, adversary=adversary, clean_weight=0.5,
-                                                          seed=seed, **options), key, name=f"{name}-advtrain")
 
 
 def craft(source: nn.Module, x: Tensor, y: Tensor,

@@ -21,20 +21,16 @@ with EOT (``evaluate`` threat ``"bpda_eot"``) and seed globally for reproducible
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .. import cache
 from ..checks import check_image_shape, check_images, check_int, check_positive
-from ..runtime import get_device, seed_everything
 from ..train import Loop, Step, run
-from .aegan import LATENT, Decoder, Search, latent_search, training_key
+from .aegan import Decoder, Search, latent_search
 
-__all__ = ["Critic", "gradient_penalty", "wgan_gp_step", "train_defensegan", "load_or_train_defensegan",
-           "DefenseGANPurifier", "INITS"]
+__all__ = ["Critic", "gradient_penalty", "wgan_gp_step", "train_defensegan", "DefenseGANPurifier", "INITS"]
 
 INITS = ("normal", "uniform")
 """Starting codes: ``"normal"`` = ``N(0, 1/latent)`` (Defense-GAN's code, for its ``N(0, I)`` generator);
@@ -116,25 +112,6 @@ def train_defensegan(generator: Decoder, critic: Critic, x: Tensor, *, epochs: i
                   optimizers=[opt_c], seed=seed, desc="Defense-GAN (WGAN-GP)")
     history["g_updates"] = epochs * math.ceil(len(x) / batch_size) // n_critic
     return history
-
-
-def load_or_train_defensegan(x: Tensor, *, width: int = 64, latent: int = LATENT,
-                             key: Mapping[str, Any] | None = None, seed: int = 0,
-                             **options: Any) -> tuple[Decoder, dict[str, Any]]:
-    """Build a generator and critic for ``x``'s shape and train them with :func:`train_defensegan` (or load
-    them from the cache). ``options``: ``epochs``, ``batch_size``, ``lr``, ``n_critic``, ``gp_weight``.
-
-    Returns:
-        ``(generator, history)``: the generator in eval mode on :func:`get_device`.
-    """
-    check_image_shape(x, "x")
-    seed_everything(seed)
-    pair = nn.ModuleDict({"g": Decoder(x.shape[1], x.shape[2], width, latent),
-                          "c": Critic(x.shape[1], x.shape[2], width)}).to(get_device())
-    pair, history = cache.load_or_train(
-        pair, lambda m: train_defensegan(m["g"], m["c"], x, seed=seed, **options),
-        training_key(x, seed=seed, key=key, **options), name="defensegan")
-    return pair["g"].eval(), history
 
 
 class DefenseGANPurifier(nn.Module):

@@ -30,7 +30,6 @@ adversarial inputs), so it is always reported beside it: :func:`comb_summary`.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,19 +37,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import cache, classifiers
+from .. import classifiers
 from ..adaptive import detector_aware_loss
 from ..attacks import pgd
 from ..checks import check_images, check_labels, check_positive
 from ..data import info
 from ..evaluate import accuracy
 from ..runtime import model_device, seed_everything
-from ..train import Adversary, Loop, Step, WarmupPGD, load_or_fit, run
+from ..train import Adversary, Loop, Step, WarmupPGD, run
 
 VARIANTS = ("v1", "v2")
 
 __all__ = ["VARIANTS", "LogitDiscriminator", "GanDef", "classifier_loss", "gandef_step", "train_gandef",
-           "load_or_train_gandef", "METHODS", "train_methods", "demo_steps", "scores", "comb_summary",
+           "METHODS", "demo_steps", "scores", "comb_summary",
            "threshold_sweep", "overall_accuracy", "crossover", "worst_case", "adaptive_attack"]
 
 
@@ -218,72 +217,8 @@ def train_gandef(
     return history
 
 
-def load_or_train_gandef(classifier: str, dataset: str, x: Tensor, y: Tensor, *,
-                         key: Mapping[str, Any] | None = None, seed: int = 0,
-                         **options: Any) -> tuple[GanDef, dict[str, list[float]]]:
-    """Build classifier ``classifier`` for ``dataset`` with a :class:`LogitDiscriminator` and train the pair
-    with :func:`train_gandef` (or load it from the cache).
-
-    The cache key holds a fingerprint of ``x``, ``y`` and ``val``, the classifier, ``seed``, every option
-    (``variant``, ``gamma``, ``epochs``, ``adversary``'s repr ...) and ``key`` (anything else worth naming).
-
-    Returns:
-        ``(model, history)``: the :class:`GanDef` pair in eval mode on :func:`purify_lib.runtime.get_device`,
-        and the history of :func:`train_gandef`.
-    """
-    seed_everything(seed)
-    built = classifiers.build(classifier, dataset)
-    pair = GanDef(built, LogitDiscriminator(info(dataset).num_classes))
-    full_key = cache.training_key(x, y, seed=seed, key={**(key or {}), "dataset": dataset}, **options)
-    variant = options.get("variant", "v2")
-    return cache.load_or_train(
-        pair, lambda g: train_gandef(g.classifier, g.discriminator, x, y, seed=seed, **options),
-        full_key, name=f"gandef-{variant}-{dataset}")
-
-
 METHODS = ("Vanilla", "Pure PGD", "Mix PGD", "Logit Pairing", "GanDef V1", "GanDef")
-"""The methods of the paper's Table 2 (and GanDef V1 of its Fig. 2), as :func:`train_methods` names them."""
-
-
-def train_methods(classifier: str, dataset: str, x: Tensor, y: Tensor, *, methods: Sequence[str],
-                  train_pgd: Mapping[str, Any], gamma: float, logit_pairing: float, epochs: int,
-                  batch_size: int, lr: float, lr_schedule: str = "decay",
-                  val: tuple[Tensor, Tensor] | None = None, seed: int = 0, warmup_fraction: float = 0.4,
-                  vanilla: Mapping[str, Any] | None = None,
-                  ) -> tuple[dict[str, nn.Module], dict[str, dict]]:
-    """Train the paper's methods (a subset of :data:`METHODS`) on ``(x, y)``, each through the cache.
-
-    Every adversarial method crafts its examples with a :class:`purify_lib.train.WarmupPGD` built from
-    ``train_pgd`` (ε and step ramped over the first ``warmup_fraction`` of the first epoch's batches); all
-    share ``epochs``, ``batch_size``, ``lr``, ``lr_schedule`` and ``seed``. Vanilla training uses ``vanilla``
-    (fit options) instead when given, so that it can share another chapter's cached model.
-
-    Returns:
-        ``(models, histories)`` by method name; GanDef's models are :class:`GanDef` pairs.
-    """
-    unknown = set(methods) - set(METHODS)
-    if unknown:
-        raise ValueError(f"methods: unknown {sorted(unknown)}; expected some of {', '.join(METHODS)}")
-    warmup = round(warmup_fraction * -(-len(y) // batch_size))
-    common = dict(epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, seed=seed, val=val)
-    losses = {"Pure PGD": dict(clean_weight=0.0), "Mix PGD": dict(clean_weight=0.5),
-              "Logit Pairing": dict(clean_weight=0.5, logit_pairing=logit_pairing)}
-    models: dict[str, nn.Module] = {}
-    histories: dict[str, dict] = {}
-    for name in methods:
-        adversary = WarmupPGD(**train_pgd, warmup=warmup)
-        if name == "Vanilla":
-            options = dict(vanilla, val=val) if vanilla is not None else common
-            models[name], histories[name] = load_or_fit(classifier, dataset, x, y, desc=name, **options)
-        elif name in losses:
-            models[name], histories[name] = load_or_fit(classifier, dataset, x, y, adversary=adversary,
-                                                      desc=name, **losses[name], **common)
-        else:
-            variant = "v1" if name == "GanDef V1" else "v2"
-            models[name], histories[name] = load_or_train_gandef(
-                classifier, dataset, x, y, variant=variant, gamma=gamma, adversary=adversary, desc=name,
-                **common)
-    return models, histories
+"""The methods of Table 2 (and GanDef V1 of its Fig. 2); their recipes: :mod:`purify_lib.recipes.gandef`."""
 
 
 def demo_steps(classifier: str, dataset: str, x: Tensor, y: Tensor, *, gamma: float, lr: float,

@@ -39,19 +39,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import cache, metrics, plots
+from .. import metrics, plots
 from ..cache import weights_fingerprint
 from ..attacks import attack_mode, pgd
-from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
+from ..checks import check_images, check_int, check_labels, check_positive
 from ..evaluate import Defended, accuracy, predict
 from ..results import Results
-from ..runtime import get_device, model_device
+from ..runtime import model_device
 from ..train import Loop, Step, run
 from .apegan import APEGAN, Discriminator
 
 __all__ = ["TERMS", "DEFAULT_WEIGHTS", "ABLATION", "CHANGED", "EPS_PAPER", "check_weights", "uses_clean",
            "choose", "generator_losses", "isogan_step", "validation_scores", "train_isogan",
-           "weights_fingerprint", "load_or_train_isogan", "purify", "quality", "add_scores", "flip_distances",
+           "weights_fingerprint", "purify", "quality", "add_scores", "flip_distances",
            "paired_difference", "explorer_frame"]
 
 TERMS: tuple[str, ...] = ("repair", "recovery", "isomorphic", "label", "gan")
@@ -247,34 +247,6 @@ def train_isogan(
     history["weights"] = weights
     return history
 
-
-
-def load_or_train_isogan(x_clean: Tensor, x_adv: Tensor, y: Tensor, classifier: nn.Module, *,
-                         key: Mapping[str, Any] | None = None, seed: int = 0,
-                         **options: Any) -> tuple[APEGAN, dict[str, Any]]:
-    """Build ``G`` (:class:`APEGAN`) and ``D`` (:class:`Discriminator`) for ``x_clean``'s shape and train them
-    with :func:`train_isogan` against ``classifier`` (or load them from the cache).
-
-    ``options`` (``epochs``, ``batch_size``, ``lr``, ``weights``, ``val``) go to :func:`train_isogan`. The
-    cache key holds fingerprints of the triples and of the classifier's weights, the seed, every option and
-    ``key`` (e.g. the ε and classifier that made the pairs).
-
-    Returns:
-        ``(generator, history)``: the trained purifier in eval mode on :func:`get_device`, and the history.
-    """
-    check_image_shape(x_clean, "x_clean")
-    channels, size = x_clean.shape[1], x_clean.shape[2]
-    torch.manual_seed(seed)
-    pair = nn.ModuleDict({"g": APEGAN(channels), "d": Discriminator(channels, size)}).to(get_device())
-    full_key = cache.training_key(x_clean, x_adv, seed=seed, key={
-        **(key or {}), "labels": cache.fingerprint(y),
-        "classifier": weights_fingerprint(classifier)}, **options)
-    pair, history = cache.load_or_train(
-        pair, lambda m: train_isogan(m["g"], m["d"], classifier, x_clean, x_adv, y, seed=seed, **options),
-        full_key, name="isogan")
-    generator = pair["g"]
-    generator.eval()
-    return generator, history
 
 
 def purify(generator: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:

@@ -9,21 +9,18 @@ MagNet's code): :func:`threshold_at_fpr`.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .. import cache
-from ..checks import check_image_shape, check_images, check_positive
+from ..checks import check_images, check_positive
 from ..evaluate import predict
-from ..runtime import get_device, seed_everything
 from ..train import Loop, Step, run
-from .aegan import LATENT, Decoder, Encoder, reconstruction_error, training_key
+from .aegan import LATENT, Decoder, Encoder, reconstruction_error
 
-__all__ = ["MagNet", "magnet_step", "train_magnet", "load_or_train_magnet", "detector_scores",
+__all__ = ["MagNet", "magnet_step", "train_magnet", "detector_scores",
            "threshold_at_fpr"]
 
 NOISE = 0.1
@@ -67,22 +64,6 @@ def train_magnet(model: MagNet, x: Tensor, *, epochs: int, batch_size: int = 100
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     return run(magnet_step(model, optimizer, noise=noise), (x,), epochs=epochs, batch_size=batch_size,
                modules=[model], optimizers=[optimizer], seed=seed, desc="MagNet")
-
-
-def load_or_train_magnet(x: Tensor, *, width: int = 64, latent: int = LATENT,
-                         key: Mapping[str, Any] | None = None, seed: int = 0,
-                         **options: Any) -> tuple[MagNet, dict[str, Any]]:
-    """Build a :class:`MagNet` for ``x``'s shape and train it with :func:`train_magnet` (or load it from the
-    cache). ``options``: ``epochs``, ``batch_size``, ``lr``, ``noise``.
-
-    Returns:
-        ``(model, history)``: the reformer in eval mode on :func:`get_device`.
-    """
-    check_image_shape(x, "x")
-    seed_everything(seed)
-    model = MagNet(x.shape[1], x.shape[2], width, latent).to(get_device())
-    return cache.load_or_train(model, lambda m: train_magnet(m, x, seed=seed, **options),
-                               training_key(x, seed=seed, key=key, **options), name=f"magnet-{latent}")
 
 
 def detector_scores(model: MagNet, x: Tensor, norm: str = "l1", batch_size: int = 500) -> Tensor:

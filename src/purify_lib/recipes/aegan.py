@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from .. import attacks, data, evaluate
+from .. import attacks, classifiers, data, evaluate, train
 from ..defenses import aegan, defensegan, magnet
 from ..train import Loop, lr_factor, lr_scheduler, run
 from .base import Recipe, build
@@ -64,6 +64,10 @@ class AEGANRS(Recipe):
     search_fgsm_eps: float = 0.3
 
     NAME = "aegan"
+
+    def __post_init__(self) -> None:
+        if self.variant not in aegan.VARIANTS:
+            raise ValueError(f"variant: expected one of {', '.join(aegan.VARIANTS)}, got {self.variant!r}")
     CODE = (
         aegan.Encoder,
         aegan.Decoder,
@@ -235,5 +239,64 @@ class DefenseGAN(Recipe):
             lr=self.lr,
             n_critic=self.n_critic,
             gp_weight=self.gp_weight,
+            seed=self.seed,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Substitute(Recipe):
+    """Papernot et al.'s black-box substitute of classifier A (``aegan.train_substitute``), trained on A's
+    answers for ``n_holdout`` held-out test images (from ``holdout_start`` on, past the images the chapter
+    evaluates on) and their Jacobian-augmented copies, ``rounds`` times."""
+
+    oracle: ClassifierA = ClassifierA()
+    classifier: str = "defgan_b"
+    holdout_start: int = 200
+    n_holdout: int = 150
+    rounds: int = 4
+    lam: float = 0.1
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+
+    NAME = "substitute"
+    CODE = (
+        aegan.train_substitute,
+        aegan._jacobian_augment,
+        classifiers.build,
+        train.fit,
+        train.supervised_step,
+        run,
+        Loop,
+        lr_factor,
+        lr_scheduler,
+    )
+    PARTS = {"oracle": ClassifierA}
+    PROFILES = {
+        "smoke": dict(holdout_start=48, n_holdout=40, rounds=2, epochs=1),
+        "quick": {},
+        "full": dict(holdout_start=9_850, rounds=6, epochs=10),
+        "paper": dict(holdout_start=9_850, rounds=6, epochs=10),
+    }
+
+    def network(self) -> nn.Module:
+        return classifiers.build(self.classifier, self.dataset)
+
+    def training_data(self) -> tuple[Tensor, ...]:
+        x, _ = data.load(self.dataset, "test", n=self.holdout_start + self.n_holdout)
+        return (x[self.holdout_start :],)
+
+    def fit(self, model: nn.Module) -> dict[str, Any]:
+        oracle, _ = build(self.oracle)
+        (x_seed,) = self.training_data()
+        return aegan.train_substitute(
+            model,
+            oracle,
+            x_seed,
+            rounds=self.rounds,
+            lam=self.lam,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
             seed=self.seed,
         )

@@ -11,10 +11,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import torch
 from torch import Tensor, nn
 
-from .. import attacks, data
+from .. import attacks, cache, data, train
 from ..defenses import apegan
+from ..profiles import PROFILE_NAMES
 from ..train import Loop, lr_factor, lr_scheduler, run
 from .base import Recipe, build
 from .classifiers import Supervised
@@ -119,4 +121,95 @@ class APEGANRecipe(Recipe):
             weights=self.loss_weights,
             g_steps=self.g_steps,
             seed=self.seed,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class AdvIterates(Recipe):
+    """The paper's adversarial-training baseline Model_i^adv: the target classifier retrained (same knobs) on
+    its clean training images plus the first ``iterations`` BIM iterates of them (Eq. 2 at ``eps``, crafted
+    once on the trained target)."""
+
+    target: Target = Target()
+    iterations: int = 1
+    eps: float = apegan.EPS_PAPER["mnist"]
+    bim_steps: int = 4
+
+    NAME = "apegan-adv-iterates"
+    CODE = (*Supervised.CODE, apegan.bim_iterates, attacks.bim)
+    PARTS = {"target": Target}
+    DATASETS = {
+        ds: {p: dict(eps=apegan.EPS_PAPER[eps]) for p in PROFILE_NAMES}
+        for ds, eps in (("cifar10_jpeg", "cifar10"), ("gtsrb", "gtsrb"))
+    }
+
+    def code(self) -> tuple[Any, ...]:
+        return self.target.code() + self.CODE[len(Supervised.CODE) :]
+
+    def network(self) -> nn.Module:
+        return self.target.network()
+
+    def training_data(self) -> tuple[Tensor, ...]:
+        return self.target.training_data()
+
+    def fit(self, model: nn.Module) -> dict[str, Any]:
+        classifier, _ = build(self.target)
+        x, y = self.training_data()
+        key = {**target_key(self.target), "eps": self.eps, "steps": self.bim_steps}
+        iterates = cache.load_or_compute(
+            "apegan-train-iterates",
+            key,
+            lambda: apegan.bim_iterates(classifier, x, y, self.eps, steps=self.bim_steps),
+        )
+        t = self.target
+        return train.fit(
+            model,
+            torch.cat([x, *iterates[: self.iterations]]),
+            y.repeat(self.iterations + 1),
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            optimizer=t.optimizer,
+            weight_decay=t.weight_decay,
+            lr_schedule=t.lr_schedule,
+            seed=self.seed,
+            desc=f"{t.classifier} + {self.iterations} BIM iterates",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Distilled(Recipe):
+    """Defensive distillation of the target classifier's architecture at ``temperature`` (the target's
+    training knobs, for teacher and student: :func:`purify_lib.train.defensive_distillation`)."""
+
+    target: Target = Target()
+    temperature: float = 100.0
+
+    NAME = "apegan-distilled"
+    CODE = (train.defensive_distillation,)
+    PARTS = {"target": Target}
+
+    def code(self) -> tuple[Any, ...]:
+        return self.target.code() + self.CODE
+
+    def network(self) -> nn.Module:
+        return self.target.network()
+
+    def training_data(self) -> tuple[Tensor, ...]:
+        return self.target.training_data()
+
+    def fit(self, model: nn.Module) -> dict[str, Any]:
+        x, y = self.training_data()
+        t = self.target
+        return train.defensive_distillation(
+            model,
+            t.network(),
+            x,
+            y,
+            temperature=self.temperature,
+            epochs=t.epochs,
+            batch_size=t.batch_size,
+            lr=t.lr,
+            seed=self.seed,
+            desc=f"T={self.temperature:g}",
         )

@@ -33,6 +33,15 @@ LOSSES = {
 }
 
 
+CONVERGED = {
+    "smoke": dict(train_eps=0.1, train_alpha=0.067),
+    "quick": dict(train_eps=0.1, train_alpha=0.067),
+    "full": dict(train_eps=0.1, train_alpha=0.1 / 3),
+    "paper": dict(train_eps=0.1),
+}
+"""Chapter 5's converged regime: the same recipe trained at ε = 0.1 (the step scaled with ε)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Method(Recipe):
     """One of :data:`METHODS` on a LeNet (``classifier``) with a PGD training adversary."""
@@ -87,6 +96,19 @@ class Method(Recipe):
             warmup_epochs=2.0,
         ),
         "paper": dict(n_train=None, n_val=5_000, epochs=20, batch_size=128, train_alpha=0.01, train_steps=40),
+    }
+
+    DATASETS = {
+        "cifar10_jpeg": {
+            p: dict(
+                classifier="allcnn",
+                train_eps=8 / 255,
+                train_alpha=2 / 255,
+                train_steps=steps,
+                logit_pairing=0.01,
+            )
+            for p, steps in (("smoke", 1), ("quick", 7), ("full", 7), ("paper", 7))
+        }
     }
 
     def __post_init__(self) -> None:

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from .. import attacks, data, evaluate
 from ..attacks import attack_mode
 from ..defenses import apegan, isogan
+from ..profiles import PROFILE_NAMES
 from ..train import Loop, lr_factor, lr_scheduler, run
 from .apegan import target_key
 from .base import Recipe, build
@@ -38,6 +39,7 @@ class F1(Supervised):
         "full": dict(n_train=None, epochs=10, batch_size=128),
         "paper": dict(n_train=None, epochs=10, batch_size=128),
     }
+    DATASETS = {"cifar10_jpeg": {p: dict(classifier="resnet18") for p in PROFILE_NAMES}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +79,7 @@ class IsoGAN(Recipe):
         "full": dict(n_pairs=None, n_val=2_000, epochs=5, lr=2e-4),
         "paper": dict(n_pairs=None, n_val=2_000, epochs=5, lr=2e-4),
     }
+    DATASETS = {"cifar10_jpeg": {p: dict(pair_eps=isogan.EPS_PAPER["rgb"]) for p in PROFILE_NAMES}}
 
     def with_label(self, weight: float) -> IsoGAN:
         """This recipe with the label term's weight set to ``weight``."""
@@ -164,3 +167,52 @@ class Chosen(Recipe):
         )
         model.load_state_dict(found[chosen][0].state_dict())
         return {**found[chosen][1], "chosen": chosen}
+
+
+@dataclasses.dataclass(frozen=True)
+class APEGANOnPairs(Recipe):
+    """Chapter 6's baseline: APE-GAN (chapter 2's losses) trained on IsoGAN's pairs with IsoGAN's epochs,
+    batch and learning rate."""
+
+    pairs_of: IsoGAN = IsoGAN()
+    loss_weights: tuple[float, float, float] = apegan.PAPER_WEIGHTS
+    g_steps: int = 2
+
+    NAME = "isogan-apegan"
+    CODE = (
+        apegan.APEGAN,
+        apegan.Discriminator,
+        apegan.total_variation,
+        apegan.generator_losses,
+        apegan.apegan_step,
+        apegan.train_apegan,
+        apegan.fgsm_pairs,
+        attacks.fgsm,
+        run,
+        Loop,
+        lr_factor,
+        lr_scheduler,
+    )
+    PARTS = {"pairs_of": IsoGAN}
+
+    def network(self) -> nn.Module:
+        return self.pairs_of.network()
+
+    def training_data(self) -> tuple[Tensor, ...]:
+        return self.pairs_of.training_data()
+
+    def fit(self, model: nn.Module) -> dict[str, Any]:
+        (x, x_adv, _), _ = self.pairs_of.pairs()
+        base = self.pairs_of
+        return apegan.train_apegan(
+            model["g"],
+            model["d"],
+            x,
+            x_adv,
+            epochs=base.epochs,
+            batch_size=base.batch_size,
+            lr=base.lr,
+            weights=self.loss_weights,
+            g_steps=self.g_steps,
+            seed=self.seed,
+        )
