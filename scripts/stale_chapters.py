@@ -1,7 +1,8 @@
 """Mark the chapters whose inputs changed since the last build of a profile, so that Sphinx re-executes them.
 
-A chapter's inputs are its notebook, the profile, the book configuration and every library module it
-imports, followed through the library's own imports. ``check`` touches (updates the modification time of) each
+A chapter's inputs are its notebook, the profile, the book configuration, every library module it
+imports, followed through the library's own imports (so its recipes' modules), and the shipped weights of the
+profile (their manifest entries). ``check`` touches (updates the modification time of) each
 chapter whose inputs hash differently from the stamp of the last successful build in ``--build``; Sphinx then
 re-reads, and so re-executes, exactly those chapters. ``record`` writes the stamps after a successful build.
 
@@ -71,6 +72,10 @@ def fingerprint(notebook: Path, profile: str) -> str:
     digest = hashlib.sha256(profile.encode())
     for path in [notebook, *(ROOT / c for c in CONFIG), *dependencies(notebook)]:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    manifest = ROOT / "weights" / "MANIFEST.json"
+    if manifest.exists():
+        shipped = [e for e in json.loads(manifest.read_text())["models"] if e["profile"] == profile]
+        digest.update(json.dumps(shipped, sort_keys=True).encode())
     return digest.hexdigest()
 
 

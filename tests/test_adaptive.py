@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from purify_lib import attacks
 from purify_lib.adaptive import (BPDA, EOT, bpda, check_differentiable, detector_aware_loss, eot,
-                                 gradient_is_masked, latent_attack)
+                                 gradient_is_masked, latent_attack, worst_per_image)
 from purify_lib.classifiers import Dropout
 from purify_lib.defenses.transforms import BitDepth, MedianSmoothing, TVMinimisation
 
@@ -247,3 +247,14 @@ def test_latent_attack_validation(mnist_model, mnist_data):
         latent_attack(generator, mnist_model, x, y[:3], **good)
     with pytest.raises(ValueError):
         latent_attack(torch.sigmoid, mnist_model, x, y, **good)
+
+
+def test_worst_per_image_takes_the_highest_rank_then_the_earliest():
+    a, b, c = torch.zeros(3, 1, 2, 2), torch.ones(3, 1, 2, 2), torch.full((3, 1, 2, 2), 2.0)
+    ranks = [torch.tensor([0, 1, 2]), torch.tensor([1, 1, 0]), torch.tensor([2, 0, 2])]
+    best = worst_per_image([a, b, c], ranks)
+    assert best[:, 0, 0, 0].tolist() == [2.0, 0.0, 0.0]  # image 0: c (rank 2); 1: a (tie, earliest); 2: a
+    with pytest.raises(ValueError, match="one rank tensor per batch"):
+        worst_per_image([a, b], ranks)
+    with pytest.raises(ValueError, match="a rank per image"):
+        worst_per_image([a, b[:2]], ranks[:2])

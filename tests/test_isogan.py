@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from purify_lib import norms
 from purify_lib.attacks import fgsm
 from purify_lib.defenses import isogan
 from purify_lib.defenses.apegan import APEGAN, Discriminator
@@ -177,7 +178,7 @@ def test_paired_difference():
 def test_flip_distances(mnist_model, mnist_data):
     x, y = mnist_data["x_test"][:20], mnist_data["y_test"][:20]
     x_adv = fgsm(mnist_model, x, y, eps=0.3)
-    found = isogan.flip_distances(mnist_model, x, y, x_adv)
+    found = norms.flip_distances(mnist_model, x, y, x_adv)
     right = mnist_model(x).argmax(1) == y
     wrong = mnist_model(x_adv).argmax(1) != y
     assert len(found) == int((right & wrong).sum()) > 0

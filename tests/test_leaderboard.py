@@ -115,3 +115,13 @@ def test_missing_weights_are_trained_through_the_cache_never_skipped(tmp_path, m
     assert again.trained_now == []  # the second time everything comes from the cache
     for a, b in zip(first.detector.parameters(), again.detector.parameters()):
         assert torch.equal(a, b)
+
+
+def test_autoattack_runs_through_bpda_where_masked_and_is_recorded_so(mnist_model):
+    d = lb.Defense("bits", "bits", "03_apeganpp", mnist_model, transforms.BitDepth(2))
+    assert lb.autoattack_threat(d, masked=True) == "bpda"
+    assert lb.autoattack_threat(defense(), masked=False) == "whitebox"
+    system = lb.target(d, "bpda")
+    x = torch.rand(2, 1, 28, 28, requires_grad=True)
+    system(x).sum().backward()
+    assert x.grad.abs().sum() > 0  # BPDA: the rounding's gradient is replaced by the identity's

@@ -13,13 +13,15 @@ to work with every attack of :mod:`purify_lib.attacks` unchanged:
 * :func:`detector_aware_loss` — a PGD loss that also keeps a detector's score low.
 * :func:`latent_attack` — the attack on Defense-GAN-like purifiers that project onto a generator's range:
   search the latent space for a misclassified image close to the input.
+* :func:`worst_per_image` — per image, the worst of several attacks' examples for the defense: an image
+  counts as defended only if it survives all of them.
 
 :func:`gradient_is_masked` and :func:`check_differentiable` catch the silent failure: a white-box attack on
 a masked gradient returns its input unchanged and reports the defense as robust.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +32,7 @@ from .checks import check_images, check_int, check_labels, check_positive
 from .runtime import progress
 
 __all__ = ["BPDA", "bpda", "EOT", "eot", "gradient_is_masked", "check_differentiable", "detector_aware_loss",
-           "latent_attack"]
+           "latent_attack", "worst_per_image"]
 
 
 class BPDA(nn.Module):
@@ -228,3 +230,23 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
             optimizer.step()
         with torch.no_grad():
             return _project_(generator(z).clone(), x, eps, norm)
+
+
+def worst_per_image(candidates: Sequence[Tensor], ranks: Sequence[Tensor]) -> Tensor:
+    """Per image, the candidate adversarial example that beats the defense worst.
+
+    ``candidates`` are batches of adversarial images of the same inputs (one per attack); ``ranks[k]`` scores
+    each image of ``candidates[k]`` (a higher rank beats the defense worse: e.g. 2 evades a detector and
+    fools the classifier, 1 fools the classifier but is rejected, 0 fails). Per image the highest rank wins,
+    ties going to the earliest candidate.
+    """
+    if not candidates or len(candidates) != len(ranks):
+        raise ValueError("candidates, ranks: expected one rank tensor per batch of candidates, at least one")
+    best, best_rank = candidates[0].clone(), ranks[0].clone().cpu()
+    for x_adv, rank in zip(candidates[1:], ranks[1:]):
+        if x_adv.shape != best.shape or len(rank) != len(best):
+            raise ValueError(f"candidates: expected batches of shape {tuple(best.shape)} and a rank per "
+                             f"image, got {tuple(x_adv.shape)} and {len(rank)} ranks")
+        better = rank.cpu() > best_rank
+        best[better.to(best.device)], best_rank[better] = x_adv[better.to(x_adv.device)], rank.cpu()[better]
+    return best

@@ -34,17 +34,17 @@ from .profiles import Profile
 from .runtime import model_device, progress, seed_everything
 from .zoo import Defense
 
-__all__ = ["Defense", "BOARD", "Budget", "ATTACK_THREAT", "build", "system", "is_masked", "plan", "handled",
+__all__ = ["Defense", "BOARD", "Budget", "ATTACK_THREAT", "THREAT_OF", "target", "autoattack_threat", "build",
+           "system", "is_masked", "plan", "handled",
            "craft", "evaluate_defense", "evaluate_all", "leaderboard_table", "checks", "board_html",
            "published_value", "check_lines"]
 
 THRESHOLD = 0.5
 """GanDef-Comb's rejection threshold on the discriminator's probability, as in chapter 5."""
 
-ATTACK_THREAT = {"oblivious": "oblivious", "pgd": "whitebox", "bpda": "bpda", "eot": "eot",
-                 "bpda_eot": "bpda_eot", "latent": "adaptive", "detector_aware": "adaptive",
-                 "adaptive": "adaptive", "autoattack": "whitebox", "worst": "adaptive"}
-"""The threat model (``results.THREATS``) each leaderboard column is recorded under."""
+ATTACK_THREAT = dict.fromkeys(("latent", "detector_aware", "adaptive", "worst"), "adaptive")
+"""The threat model (``results.THREATS``) each leaderboard column is recorded under, besides the gradient
+attacks' (:data:`THREAT_OF`) and AutoAttack's (:func:`autoattack_threat`)."""
 
 
 @dataclass(frozen=True)
@@ -122,19 +122,30 @@ def _pgd(target: nn.Module, x: Tensor, y: Tensor, budget: Budget, desc: str) -> 
                                    norm=budget.norm)
 
 
+THREAT_OF = {"oblivious": "oblivious", "pgd": "whitebox", "bpda": "bpda", "eot": "eot",
+             "bpda_eot": "bpda_eot"}
+"""The threat model (:func:`purify_lib.evaluate.defended_system`) each gradient attack of :func:`plan` runs
+under."""
+
+
+def target(d: Defense, threat: str, budget: Budget | None = None) -> nn.Module:
+    """What an attack under ``threat`` differentiates: :func:`purify_lib.evaluate.defended_system` of ``d``
+    (BPDA through ``d``'s surrogate, EOT over the budget's samples)."""
+    return evaluate.defended_system(d.classifier, d.purifier, threat, backward=d.surrogate,
+                                    eot_samples=budget.eot_samples if budget is not None else 1)
+
+
+def autoattack_threat(d: Defense, masked: bool) -> str:
+    """The threat AutoAttack runs under: through BPDA where the purifier's gradient is masked, else white-box
+    (GanDef-Comb: the classifier, which AutoAttack attacks without seeing the detector that scores it)."""
+    return "bpda" if d.purifier is not None and masked else "whitebox"
+
+
 def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tensor:
     """Adversarial images of ``x`` for defense ``d`` by one attack of :func:`plan`."""
     desc = f"{d.slug} {attack} {budget.label}"
-    if attack == "oblivious":
-        return _pgd(d.classifier, x, y, budget, desc)
-    if attack == "pgd":
-        return _pgd(system(d), x, y, budget, desc)
-    if attack in ("bpda", "bpda_eot", "eot"):
-        purifier = d.purifier if attack == "eot" else adaptive.bpda(d.purifier, d.surrogate)
-        target = evaluate.Defended(purifier, d.classifier)
-        if attack != "bpda":
-            target = adaptive.eot(target, budget.eot_samples)
-        return _pgd(target, x, y, budget, desc)
+    if attack in THREAT_OF:
+        return _pgd(target(d, THREAT_OF[attack], budget), x, y, budget, desc)
     if attack == "latent":
         decoder, encoder = d.generator
         z0 = evaluate.predict(encoder, x) if encoder is not None else d.purifier.project(x).z
@@ -146,12 +157,6 @@ def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tens
                                        restarts=budget.restarts, threshold=THRESHOLD)
     raise ValueError(f"attack: expected one of oblivious, pgd, bpda, eot, bpda_eot, latent, detector_aware, "
                      f"got {attack!r}")
-
-
-def _autoattack_target(d: Defense, masked: bool) -> nn.Module:
-    if d.purifier is None:
-        return d.classifier  # GanDef-Comb: AutoAttack cannot see the detector; scored with it
-    return evaluate.Defended(adaptive.bpda(d.purifier, d.surrogate) if masked else d.purifier, d.classifier)
 
 
 def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget], *,
@@ -171,9 +176,10 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
     seed_everything(seed)
     rows = []
 
-    def add(attack: str, budget: Budget | None, ok: Tensor) -> None:
+    def add(attack: str, budget: Budget | None, ok: Tensor, threat: str | None = None) -> None:
         eps, norm = (0.0, "none") if budget is None else (budget.eps, budget.norm)
-        rows.append(dict(defense=d.slug, attack=attack, threat=ATTACK_THREAT.get(attack, "none"), eps=eps,
+        threat = threat or THREAT_OF.get(attack) or ATTACK_THREAT.get(attack, "none")
+        rows.append(dict(defense=d.slug, attack=attack, threat=threat, eps=eps,
                          norm=norm, value=ok.float().mean().item(), n=len(ok)))
 
     start = time.perf_counter()
@@ -193,10 +199,11 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
         add("adaptive", budget, worst)
         if budget in autoattack_budgets:
             k = min(autoattack_n, len(x))
-            x_aa = attacks.autoattack(_autoattack_target(d, masked), x[:k], y[:k], eps=budget.eps,
-                                      norm=budget.norm, attacks_to_run=autoattack_attacks, seed=seed)
+            threat = autoattack_threat(d, masked)
+            x_aa = attacks.autoattack(target(d, threat), x[:k], y[:k], eps=budget.eps, norm=budget.norm,
+                                      attacks_to_run=autoattack_attacks, seed=seed)
             ok = handled(d, x_aa, y[:k])
-            add("autoattack", budget, ok)
+            add("autoattack", budget, ok, threat)
             add("worst", budget, ok & worst[:k])
             if k < len(x):  # our adaptive number on AutoAttack's images, for :func:`checks`
                 add("adaptive_aa_images", budget, worst[:k])

@@ -14,6 +14,7 @@ ships each model as it finishes (:mod:`purify_lib.weights`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 import warnings
@@ -186,7 +187,7 @@ ENTRIES: tuple[Entry, ...] = (
         "04_aegan",
         aegan_recipes.DefenseGAN.at,
         _defensegan(stand_in=False),
-        profiles=("smoke", "full", "paper"),
+        profiles=aegan_recipes.DEFENSEGAN_PROFILES,
     ),
     Entry(
         "defensegan_aegan_decoder",
@@ -194,7 +195,7 @@ ENTRIES: tuple[Entry, ...] = (
         "04_aegan",
         None,
         _defensegan(stand_in=True),
-        profiles=("quick",),
+        profiles=tuple(p for p in PROFILE_NAMES if p not in aegan_recipes.DEFENSEGAN_PROFILES),
         uses="aegan_rs",
     ),
     Entry(
@@ -311,8 +312,15 @@ def ship(slug: str, profile: str) -> dict[str, Any] | None:
         score=score,
         commit=commit,
         device=results.device_name(),
-        data_source=r.data_source(),
+        data_source=_portable(r.data_source()),
     )
+
+
+def _portable(source: str) -> str:
+    """A data source as a reader elsewhere can read it: ``PURIFY_DATA`` instead of this machine's folder."""
+    root = os.environ.get("PURIFY_DATA")
+    return "the offline bundle (PURIFY_DATA)" if root and os.path.realpath(source) == os.path.realpath(root) \
+        else source
 
 
 def main(argv: Sequence[str] | None = None) -> int:

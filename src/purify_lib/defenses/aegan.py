@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..adaptive import detector_aware_loss
+from ..adaptive import detector_aware_loss, worst_per_image
 from ..attacks import pgd
 from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import predict
@@ -530,17 +530,12 @@ def detector_aware_attack(purifier: AEGANPurifier, classifier: nn.Module, x: Ten
 
 def _worst_for_pipeline(purifier: AEGANPurifier, classifier: nn.Module, y: Tensor,
                         candidates: Sequence[Tensor]) -> Tensor:
-    best = best_rank = None
+    ranks = []
     for x_adv in candidates:
         wrong = predict(classifier, predict(purifier, x_adv)).argmax(1) != y.to(x_adv.device)
         hidden = purifier.scores(x_adv) <= purifier.threshold
-        rank = wrong.long() + (wrong & hidden).long()
-        if best is None:
-            best, best_rank = x_adv.clone(), rank
-            continue
-        better = rank > best_rank
-        best[better], best_rank[better] = x_adv[better], rank[better]
-    return best
+        ranks.append(wrong.long() + (wrong & hidden).long())
+    return worst_per_image(candidates, ranks)
 
 
 def half_mask(x: Tensor) -> Tensor:

@@ -57,6 +57,7 @@ from torch import Tensor, nn
 from ..attacks import attack_mode, cw_l2
 from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
 from ..evaluate import Defended, accuracy, attack_dataset, predict
+from ..norms import flip_distances
 from ..results import Results
 from ..runtime import model_device
 from ..train import Loop, Step, run
@@ -429,10 +430,8 @@ def cw_distortion(target: nn.Module, system: nn.Module, x: Tensor, y: Tensor, **
     right before and wrong after, and, when there are any, ``median_l2``: their median L2 distortion.
     """
     x_adv = attack_dataset(cw_l2, target, x, y, desc="C&W-L2", **cw)
-    correct = accuracy_mask(system, x, y)
-    still = accuracy_mask(system, x_adv, y)
-    l2 = (x_adv - x).flatten(1).norm(dim=1).cpu()[correct & ~still]
-    found = {"accuracy": still.float().mean().item(), "n_fooled": float(len(l2))}
+    l2 = flip_distances(system, x, y, x_adv)
+    found = {"accuracy": accuracy_mask(system, x_adv, y).float().mean().item(), "n_fooled": float(len(l2))}
     if len(l2):
         found["median_l2"] = l2.median().item()
     return found

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .. import classifiers
-from ..adaptive import detector_aware_loss
+from ..adaptive import detector_aware_loss, worst_per_image
 from ..attacks import pgd
 from ..checks import check_images, check_labels, check_positive
 from ..data import info
@@ -344,22 +344,14 @@ def worst_case(model: GanDef, y: Tensor, candidates: Sequence[Tensor], threshold
     The first candidate that is misclassified **and** not rejected (``D`` probability below ``threshold``)
     wins; else the first that is misclassified; else the first candidate.
     """
-    if not candidates:
-        raise ValueError("candidates: expected at least one batch of adversarial images")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold: expected a probability in [0, 1], got {threshold!r}")
-    best = best_rank = None
+    ranks = []
     for x_adv in candidates:
         pred, prob = scores(model, x_adv)
         wrong = pred != y.cpu()
-        # 2: evades, 1: wrong but rejected, 0: neither
-        rank = wrong.long() + (wrong & (prob < threshold)).long()
-        if best is None:
-            best, best_rank = x_adv.clone(), rank
-            continue
-        better = (rank > best_rank).to(x_adv.device)
-        best[better], best_rank[better.cpu()] = x_adv[better], rank[better.cpu()]
-    return best
+        ranks.append(wrong.long() + (wrong & (prob < threshold)).long())  # 2: evades, 1: rejected, 0: right
+    return worst_per_image(candidates, ranks)
 
 
 def adaptive_attack(model: GanDef, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,

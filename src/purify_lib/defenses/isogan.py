@@ -51,7 +51,7 @@ from .apegan import APEGAN, Discriminator
 
 __all__ = ["TERMS", "DEFAULT_WEIGHTS", "ABLATION", "CHANGED", "EPS_PAPER", "check_weights", "uses_clean",
            "choose", "generator_losses", "isogan_step", "validation_scores", "train_isogan",
-           "weights_fingerprint", "purify", "quality", "add_scores", "flip_distances",
+           "weights_fingerprint", "purify", "quality", "add_scores",
            "paired_difference", "explorer_frame"]
 
 TERMS: tuple[str, ...] = ("repair", "recovery", "isomorphic", "label", "gan")
@@ -288,17 +288,6 @@ def add_scores(R: Results, *, table: str, dataset: str, classifier: str, model: 
         for metric, t, values in (("psnr", quality_tables[0], psnr), ("ssim", quality_tables[1], ssim)):
             R.add(table=t, **row, defense=name, metric=metric, value=values.mean().item(),
                   n=int(changed.sum()))
-
-
-def flip_distances(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> Tensor:
-    """‖x_adv − x‖₂ per image, over the images ``model`` classifies right on ``x`` and wrong on ``x_adv``
-    (what a minimum-norm attack such as C&W-L2 needed to flip a right answer)."""
-    check_images(x_adv, "x_adv")
-    x, y = x[:len(x_adv)], y[:len(x_adv)]
-    check_labels(y, len(x_adv))
-    right = predict(model, x).argmax(1).cpu() == y.cpu()
-    wrong = predict(model, x_adv).argmax(1).cpu() != y.cpu()
-    return (x_adv - x).flatten(1).norm(dim=1).cpu()[right & wrong]
 
 
 def paired_difference(a: Tensor, b: Tensor, *, n_boot: int = 2_000, seed: int = 0,

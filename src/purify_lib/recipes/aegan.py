@@ -22,6 +22,9 @@ from .classifiers import Supervised
 
 SEARCH_STEPS = 15
 """AE-GAN+rs's search length L (the paper's tables 1–3)."""
+DEFENSEGAN_PROFILES = ("smoke", "full", "paper")
+"""The profiles that train Defense-GAN's own generator; at ``quick`` its search runs on AE-GAN's decoder, a
+stand-in named ``defensegan_aegan_decoder``."""
 DEFENSEGAN_STEPS = {"smoke": 20, "quick": 200, "full": 200, "paper": 200}
 """Defense-GAN's search length L (the authors' 200; R = 10 restarts)."""
 

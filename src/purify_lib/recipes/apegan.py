@@ -18,7 +18,7 @@ from .. import attacks, cache, data, train
 from ..defenses import apegan
 from ..profiles import PROFILE_NAMES
 from ..train import Loop, lr_factor, lr_scheduler, run
-from .base import Recipe, build
+from .base import Recipe, build, target_key
 from .classifiers import Supervised
 
 
@@ -44,11 +44,6 @@ class Target(Supervised):
         }
         for ds in ("cifar10_jpeg", "gtsrb")
     }  # chapter 2's ConvNet
-
-
-def target_key(target: Recipe) -> dict[str, str]:
-    """What names the examples crafted on ``target``'s model in the cache: its recipe and code."""
-    return {"target": target.recipe_hash(), "code": target.code_hash()}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -18,8 +18,7 @@ from ..attacks import attack_mode
 from ..defenses import apegan, apeganpp
 from ..profiles import PROFILE_NAMES
 from ..train import Loop, lr_factor, lr_scheduler, run
-from .apegan import target_key
-from .base import Recipe, build
+from .base import Recipe, build, target_key
 from .classifiers import Supervised
 
 _SGD = dict(optimizer="sgd", lr=0.01, weight_decay=1e-3, batch_size=128)  # the authors' code

@@ -170,6 +170,11 @@ def build(recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
     return cache.load_or_train(model, fit, key, name=recipe.NAME)
 
 
+def target_key(target: Recipe) -> dict[str, str]:
+    """What names examples crafted on ``target``'s model in the cache: its recipe and its training code."""
+    return {"target": target.recipe_hash(), "code": target.code_hash()}
+
+
 def seconds(history: Mapping[str, Any]) -> float:
     """Training seconds recorded in a history (the epochs' sum)."""
     return float(sum(history.get("seconds", [])))
