@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import inspect
+import io
 import json
 import os
 import tempfile
@@ -105,17 +106,28 @@ def path_for(name: str, key: Mapping[str, Any]) -> Path:
     return cache_dir() / f"{name}-{key_hash(key)}.pt"
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
+def atomic_write(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` atomically: a temporary file in the same folder, synced, then renamed, so
+    a reader never sees half a file and a killed writer leaves the old one (the cache, checkpoints and shipped
+    weights all write this way)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
+            f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_write`."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write(path, buffer.getvalue())
 
 
 def load_or_compute(name: str, key: Mapping[str, Any], compute: Callable[[], Any]) -> Any:
@@ -133,7 +145,7 @@ def load_or_compute(name: str, key: Mapping[str, Any], compute: Callable[[], Any
                           stacklevel=2)
     value = compute()
     _computed.append(name)
-    _atomic_save({"key": json.dumps(dict(key), sort_keys=True, default=str), "value": value}, path)
+    atomic_save({"key": json.dumps(dict(key), sort_keys=True, default=str), "value": value}, path)
     return value
 
 

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -34,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from purify_lib.attacks import fgsm, pgd
+from purify_lib.cache import atomic_save
 from purify_lib.checks import check_images, check_labels, check_positive
 from purify_lib.evaluate import accuracy, predict
 from purify_lib.runtime import model_device, progress, seed_everything
@@ -134,14 +133,7 @@ def _next_checkpoint() -> Path | None:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(state, path)
 
 
 Step = Callable[[Loop, tuple[Tensor, ...]], Mapping[str, float]]

@@ -20,7 +20,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -28,6 +27,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from .cache import atomic_write
 
 MANIFEST = "MANIFEST.json"
 HALF_TOLERANCE = 0.001
@@ -57,24 +58,10 @@ def entry(slug: str, profile: str) -> dict[str, Any] | None:
     return next((e for e in manifest() if e["slug"] == slug and e["profile"] == profile), None)
 
 
-def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _write_manifest(entries: list[dict[str, Any]]) -> None:
     entries = sorted(entries, key=lambda e: (e["profile"], e["slug"]))
     text = json.dumps({"models": entries}, indent=1, sort_keys=True) + "\n"
-    _atomic_write(weights_dir() / MANIFEST, text.encode())
+    atomic_write(weights_dir() / MANIFEST, text.encode())
 
 
 def sha256(payload: bytes) -> str:
@@ -86,20 +73,9 @@ def _half(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
 
 
-def save(
-    slug: str,
-    profile: str,
-    model: nn.Module,
-    history: Mapping[str, Any],
-    *,
-    recipe: Mapping[str, Any],
-    recipe_hash: str,
-    code_hash: str,
-    score: Callable[[nn.Module], float],
-    commit: str,
-    device: str,
-    data_source: str,
-) -> dict[str, Any]:
+def save(slug: str, profile: str, model: nn.Module, history: Mapping[str, Any], *, recipe: Mapping[str, Any],
+         recipe_hash: str, code_hash: str, score: Callable[[nn.Module], float], commit: str, device: str,
+         data_source: str) -> dict[str, Any]:
     """Write ``model``'s weights and history as ``<profile>/<slug>-<sha8>.pt`` and its manifest entry.
 
     ``score(module)`` measures the clean accuracy recorded in the manifest (the system on the first 1,000 test
@@ -120,28 +96,17 @@ def save(
     payload = buffer.getvalue()
     digest = sha256(payload)
     path = weights_dir() / profile / f"{slug}-{digest[:8]}.pt"
-    _atomic_write(path, payload)
+    atomic_write(path, payload)
     old = entry(slug, profile)
     if old is not None and old["file"] != path.relative_to(weights_dir()).as_posix():
         (weights_dir() / old["file"]).unlink(missing_ok=True)
-    new = {
-        "slug": slug,
-        "profile": profile,
-        "file": path.relative_to(weights_dir()).as_posix(),
-        "name": recipe["name"],
-        "recipe": recipe["knobs"],
-        "recipe_hash": recipe_hash,
-        "code_hash": code_hash,
-        "commit": commit,
-        "device": device,
-        "seconds": round(float(sum(history.get("seconds", []))), 1),
-        "sha256": digest,
-        "bytes": len(payload),
-        "precision": "float16" if half else "float32",
-        "clean_accuracy": round(accuracy_half if half else accuracy, 4),
-        "clean_accuracy_float32": round(accuracy, 4),
-        "data_source": data_source,
-    }
+    new = {"slug": slug, "profile": profile, "file": path.relative_to(weights_dir()).as_posix(),
+           "name": recipe["name"], "recipe": recipe["knobs"], "recipe_hash": recipe_hash,
+           "code_hash": code_hash, "commit": commit, "device": device,
+           "seconds": round(float(sum(history.get("seconds", []))), 1), "sha256": digest,
+           "bytes": len(payload), "precision": "float16" if half else "float32",
+           "clean_accuracy": round(accuracy_half if half else accuracy, 4),
+           "clean_accuracy_float32": round(accuracy, 4), "data_source": data_source}
     _write_manifest([e for e in manifest() if (e["slug"], e["profile"]) != (slug, profile)] + [new])
     return new
 
@@ -172,12 +137,10 @@ def read(e: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
         )
     payload = path.read_bytes()
     if sha256(payload) != e["sha256"]:
-        raise WeightsError(
-            f"{path} is corrupt: its SHA-256 is {sha256(payload)[:16]}…, the manifest says "
-            f"{e['sha256'][:16]}…. Restore it with `git checkout -- {path}`, or delete it and "
-            f"its manifest entry and retrain with `make weights PROFILE={e['profile']} "
-            f"MODELS={e['slug']}`"
-        )
+        raise WeightsError(f"{path} is corrupt: its SHA-256 is {sha256(payload)[:16]}…, the manifest says "
+                           f"{e['sha256'][:16]}…. Restore it with `git checkout -- {path}`, or delete it and "
+                           f"its manifest entry and retrain with `make weights PROFILE={e['profile']} "
+                           f"MODELS={e['slug']}`")
     stored = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
     return stored["state_dict"], stored["history"]
 
@@ -210,11 +173,8 @@ def explain(
         return None
     if e["recipe_hash"] != recipe_hash:
         knobs = recipe["knobs"]
-        changed = [
-            f"{k}: {e['recipe'].get(k)!r} → {knobs.get(k)!r}"
-            for k in sorted(set(knobs) | set(e["recipe"]))
-            if e["recipe"].get(k) != knobs.get(k)
-        ]
+        changed = [f"{k}: {e['recipe'].get(k)!r} → {knobs.get(k)!r}"
+                   for k in sorted(set(knobs) | set(e["recipe"])) if e["recipe"].get(k) != knobs.get(k)]
         return f"{e['file']} was trained by another recipe ({'; '.join(changed) or 'another model'})"
     if e["code_hash"] != code_hash:
         return f"{e['file']} was trained by other training code (code hash {e['code_hash']}, now {code_hash})"

@@ -36,19 +36,8 @@ from .recipes import isogan as isogan_recipes
 from .recipes.base import Recipe, build, clean_score, seconds
 from .runtime import progress
 
-__all__ = [
-    "Defense",
-    "Entry",
-    "ENTRIES",
-    "entry",
-    "slugs",
-    "recipe",
-    "model",
-    "load",
-    "load_all",
-    "ship",
-    "main",
-]
+__all__ = ["Defense", "Entry", "ENTRIES", "entry", "slugs", "recipe", "model", "load", "load_all", "ship",
+           "main"]
 
 CLASSIFIER = "vanilla"
 """The slug of the classifier behind every purifier: chapter 1's LeNet (chapter 5's "Vanilla")."""
@@ -135,20 +124,11 @@ def _aegan_rs(module: nn.Module, history: dict, classifier: nn.Module, profile: 
 def _defensegan(stand_in: bool) -> Make:
     def make(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
         generator = module.decoder if stand_in else module["g"]
-        purifier = defensegan.DefenseGANPurifier(
-            generator,
-            steps=aegan_recipes.DEFENSEGAN_STEPS[profile],
-            restarts=10,
-            init="uniform" if stand_in else "normal",
-        )
+        purifier = defensegan.DefenseGANPurifier(generator, steps=aegan_recipes.DEFENSEGAN_STEPS[profile],
+                                                 restarts=10, init="uniform" if stand_in else "normal")
         # EOT over Defense-GAN's random starts multiplies its 2,000-pass search: paper profile only
-        return dict(
-            purifier=purifier,
-            generator=(generator, None),
-            random=profile == "paper",
-            costly=True,
-            max_images={"smoke": 4, "quick": 10, "full": 200, "paper": 200}[profile],
-        )
+        return dict(purifier=purifier, generator=(generator, None), random=profile == "paper", costly=True,
+                    max_images={"smoke": 4, "quick": 10, "full": 200, "paper": 200}[profile])
 
     return make
 
@@ -181,33 +161,17 @@ ENTRIES: tuple[Entry, ...] = (
     Entry("isogan", "IsoGAN", "06_isogan", isogan_recipes.Chosen.at, _purifier),
     Entry("magnet", "MagNet (reformer only)", "04_aegan", aegan_recipes.MagNet.at, _purifier),
     Entry("aegan_rs", "AE-GAN+rs", "04_aegan", aegan_recipes.AEGANRS.at, _aegan_rs),
-    Entry(
-        "defensegan",
-        "Defense-GAN",
-        "04_aegan",
-        aegan_recipes.DefenseGAN.at,
-        _defensegan(stand_in=False),
-        profiles=aegan_recipes.DEFENSEGAN_PROFILES,
-    ),
-    Entry(
-        "defensegan_aegan_decoder",
-        "AE-GAN's decoder searched from random starts (Defense-GAN stand-in)",
-        "04_aegan",
-        None,
-        _defensegan(stand_in=True),
-        profiles=tuple(p for p in PROFILE_NAMES if p not in aegan_recipes.DEFENSEGAN_PROFILES),
-        uses="aegan_rs",
-    ),
+    Entry("defensegan", "Defense-GAN", "04_aegan", aegan_recipes.DefenseGAN.at, _defensegan(stand_in=False),
+          profiles=aegan_recipes.DEFENSEGAN_PROFILES),
+    Entry("defensegan_aegan_decoder", "AE-GAN's decoder searched from random starts (Defense-GAN stand-in)",
+          "04_aegan", None, _defensegan(stand_in=True),
+          profiles=tuple(p for p in PROFILE_NAMES if p not in aegan_recipes.DEFENSEGAN_PROFILES),
+          uses="aegan_rs"),
     Entry(
         "bit_depth", "bit depth (1 bit)", "03_apeganpp", None, _transform(lambda p: transforms.BitDepth(1))
     ),
-    Entry(
-        "spatial_smoothing",
-        "median smoothing (2×2)",
-        "03_apeganpp",
-        None,
-        _transform(lambda p: transforms.MedianSmoothing(2)),
-    ),
+    Entry("spatial_smoothing", "median smoothing (2×2)", "03_apeganpp", None,
+          _transform(lambda p: transforms.MedianSmoothing(2))),
     Entry("tv_min", "TV minimisation", "03_apeganpp", None, _transform(_tv_min, random=True, costly=True)),
 )
 _BY_SLUG = {e.slug: e for e in ENTRIES}
@@ -222,11 +186,7 @@ def entry(slug: str) -> Entry:
 
 def slugs(profile: str, trained: bool = False) -> list[str]:
     """The slugs that exist at ``profile`` (``trained``: only those with a model of their own to ship)."""
-    return [
-        e.slug
-        for e in ENTRIES
-        if profile in e.profiles and (not trained or e.recipe is not None)
-    ]
+    return [e.slug for e in ENTRIES if profile in e.profiles and (not trained or e.recipe is not None)]
 
 
 def recipe(slug: str, profile: str) -> Recipe | None:
@@ -301,19 +261,9 @@ def ship(slug: str, profile: str) -> dict[str, Any] | None:
         system = d.classifier if d.purifier is None else evaluate.Defended(d.purifier, d.classifier)
         return clean_score(system, r.dataset)
 
-    return weights.save(
-        slug,
-        profile,
-        module,
-        history,
-        recipe=key,
-        recipe_hash=recipe_hash,
-        code_hash=code_hash,
-        score=score,
-        commit=commit,
-        device=results.device_name(),
-        data_source=_portable(r.data_source()),
-    )
+    return weights.save(slug, profile, module, history, recipe=key, recipe_hash=recipe_hash,
+                        code_hash=code_hash, score=score, commit=commit, device=results.device_name(),
+                        data_source=_portable(r.data_source()))
 
 
 def _portable(source: str) -> str:
@@ -339,11 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if shipped is None:
             print(f"{slug}: up to date", flush=True)
         else:
-            print(
-                f"{slug}: {shipped['file']} ({shipped['bytes'] / 2**20:.1f} MiB, {shipped['precision']}), "
-                f"clean accuracy {shipped['clean_accuracy']:.4f}, {took / 60:.1f} min",
-                flush=True,
-            )
+            print(f"{slug}: {shipped['file']} ({shipped['bytes'] / 2**20:.1f} MiB, {shipped['precision']}), "
+                  f"clean accuracy {shipped['clean_accuracy']:.4f}, {took / 60:.1f} min", flush=True)
     return 0
 
 

@@ -38,12 +38,8 @@ class ClassifierA(Supervised):
     n_val: int = 0
     batch_size: int = 100
 
-    PROFILES = {
-        "smoke": dict(n_train=512, epochs=1),
-        "quick": {},
-        "full": dict(n_train=None, epochs=10),
-        "paper": dict(n_train=None, epochs=10),
-    }
+    PROFILES = {"smoke": dict(n_train=512, epochs=1), "quick": {}, "full": dict(n_train=None, epochs=10),
+                "paper": dict(n_train=None, epochs=10)}
 
 
 _GAN_FULL = dict(n_train=None, n_val=5_000, width=64, epochs=60, lr=2e-4)
@@ -71,40 +67,17 @@ class AEGANRS(Recipe):
     def __post_init__(self) -> None:
         if self.variant not in aegan.VARIANTS:
             raise ValueError(f"variant: expected one of {', '.join(aegan.VARIANTS)}, got {self.variant!r}")
-    CODE = (
-        aegan.Encoder,
-        aegan.Decoder,
-        aegan.Discriminator,
-        aegan.AEGAN,
-        aegan.sample_prior,
-        aegan.aegan_step,
-        aegan.train_aegan,
-        aegan.latent_search,
-        aegan.AEGANPurifier,
-        aegan.choose_search_lr,
-        attacks.fgsm,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
+    CODE = (aegan.Encoder, aegan.Decoder, aegan.Discriminator, aegan.AEGAN, aegan.sample_prior,
+            aegan.aegan_step, aegan.train_aegan, aegan.latent_search, aegan.AEGANPurifier,
+            aegan.choose_search_lr, attacks.fgsm, run, Loop, lr_factor, lr_scheduler)
     PARTS = {"target": ClassifierA}
-    PROFILES = {
-        "smoke": dict(width=8, n_train=512, n_val=100, epochs=1, n_search_val=32),
-        "quick": {},
-        "full": _GAN_FULL,
-        "paper": {**_GAN_FULL, "n_search_val": 1_000},
-    }
+    PROFILES = {"smoke": dict(width=8, n_train=512, n_val=100, epochs=1, n_search_val=32), "quick": {},
+                "full": _GAN_FULL, "paper": {**_GAN_FULL, "n_search_val": 1_000}}
 
     def network(self) -> nn.Module:
         info = data.info(self.dataset)
-        return aegan.AEGAN(
-            info.channels,
-            info.size,
-            self.width,
-            self.latent,
-            adversarial=aegan.VARIANTS[self.variant]["adversarial"],
-        )
+        return aegan.AEGAN(info.channels, info.size, self.width, self.latent,
+                           adversarial=aegan.VARIANTS[self.variant]["adversarial"])
 
     def training_data(self) -> tuple[Tensor, ...]:
         return data.load(self.dataset, "train", n=self.n_train)[:1]
@@ -113,18 +86,9 @@ class AEGANRS(Recipe):
         (x,) = self.training_data()
         xv, yv = data.load(self.dataset, "val", n=self.n_val)
         settings = aegan.VARIANTS[self.variant]
-        history = aegan.train_aegan(
-            model,
-            x,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            noise_max=settings["noise_max"],
-            clip=settings["clip"],
-            val=xv,
-            seed=self.seed,
-            desc=self.variant,
-        )
+        history = aegan.train_aegan(model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                    noise_max=settings["noise_max"], clip=settings["clip"], val=xv,
+                                    seed=self.seed, desc=self.variant)
         classifier, _ = build(self.target)
         k = self.n_search_val
         corrupted = evaluate.attack_dataset(
@@ -149,23 +113,11 @@ class MagNet(Recipe):
     noise: float = magnet.NOISE
 
     NAME = "magnet"
-    CODE = (
-        magnet.MagNet,
-        magnet.magnet_step,
-        magnet.train_magnet,
-        aegan.Encoder,
-        aegan.Decoder,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
-    PROFILES = {
-        "smoke": dict(width=8, n_train=512, epochs=1),
-        "quick": {},
-        "full": dict(n_train=None, width=64, epochs=60, lr=2e-4),
-        "paper": dict(n_train=None, width=64, epochs=60, lr=2e-4),
-    }
+    CODE = (magnet.MagNet, magnet.magnet_step, magnet.train_magnet, aegan.Encoder, aegan.Decoder, run, Loop,
+            lr_factor, lr_scheduler)
+    PROFILES = {"smoke": dict(width=8, n_train=512, epochs=1), "quick": {},
+                "full": dict(n_train=None, width=64, epochs=60, lr=2e-4),
+                "paper": dict(n_train=None, width=64, epochs=60, lr=2e-4)}
 
     def network(self) -> nn.Module:
         info = data.info(self.dataset)
@@ -176,15 +128,8 @@ class MagNet(Recipe):
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         (x,) = self.training_data()
-        return magnet.train_magnet(
-            model,
-            x,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            noise=self.noise,
-            seed=self.seed,
-        )
+        return magnet.train_magnet(model, x, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                   noise=self.noise, seed=self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,31 +146,17 @@ class DefenseGAN(Recipe):
     gp_weight: float = 10.0
 
     NAME = "defensegan"
-    CODE = (
-        defensegan.Critic,
-        defensegan.gradient_penalty,
-        defensegan.wgan_gp_step,
-        defensegan.train_defensegan,
-        aegan.Decoder,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
-    PROFILES = {
-        "smoke": dict(width=8, n_train=512, epochs=1),
-        "quick": {},
-        "full": dict(n_train=None, width=64, epochs=30),
-        "paper": dict(n_train=None, width=64, epochs=30),
-    }
+    CODE = (defensegan.Critic, defensegan.gradient_penalty, defensegan.wgan_gp_step,
+            defensegan.train_defensegan, aegan.Decoder, run, Loop, lr_factor, lr_scheduler)
+    PROFILES = {"smoke": dict(width=8, n_train=512, epochs=1), "quick": {},
+                "full": dict(n_train=None, width=64, epochs=30),
+                "paper": dict(n_train=None, width=64, epochs=30)}
 
     def network(self) -> nn.Module:
         info = data.info(self.dataset)
         return nn.ModuleDict(
-            {
-                "g": aegan.Decoder(info.channels, info.size, self.width, self.latent),
-                "c": defensegan.Critic(info.channels, info.size, self.width),
-            }
+            {"g": aegan.Decoder(info.channels, info.size, self.width, self.latent),
+             "c": defensegan.Critic(info.channels, info.size, self.width)}
         )
 
     def training_data(self) -> tuple[Tensor, ...]:
@@ -233,17 +164,9 @@ class DefenseGAN(Recipe):
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         (x,) = self.training_data()
-        return defensegan.train_defensegan(
-            model["g"],
-            model["c"],
-            x,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            n_critic=self.n_critic,
-            gp_weight=self.gp_weight,
-            seed=self.seed,
-        )
+        return defensegan.train_defensegan(model["g"], model["c"], x, epochs=self.epochs,
+                                           batch_size=self.batch_size, lr=self.lr, n_critic=self.n_critic,
+                                           gp_weight=self.gp_weight, seed=self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,24 +186,12 @@ class Substitute(Recipe):
     lr: float = 1e-3
 
     NAME = "substitute"
-    CODE = (
-        aegan.train_substitute,
-        aegan._jacobian_augment,
-        classifiers.build,
-        train.fit,
-        train.supervised_step,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
+    CODE = (aegan.train_substitute, aegan._jacobian_augment, classifiers.build, train.fit,
+            train.supervised_step, run, Loop, lr_factor, lr_scheduler)
     PARTS = {"oracle": ClassifierA}
-    PROFILES = {
-        "smoke": dict(holdout_start=48, n_holdout=40, rounds=2, epochs=1),
-        "quick": {},
-        "full": dict(holdout_start=9_850, rounds=6, epochs=10),
-        "paper": dict(holdout_start=9_850, rounds=6, epochs=10),
-    }
+    PROFILES = {"smoke": dict(holdout_start=48, n_holdout=40, rounds=2, epochs=1), "quick": {},
+                "full": dict(holdout_start=9_850, rounds=6, epochs=10),
+                "paper": dict(holdout_start=9_850, rounds=6, epochs=10)}
 
     def network(self) -> nn.Module:
         return classifiers.build(self.classifier, self.dataset)
@@ -292,14 +203,6 @@ class Substitute(Recipe):
     def fit(self, model: nn.Module) -> dict[str, Any]:
         oracle, _ = build(self.oracle)
         (x_seed,) = self.training_data()
-        return aegan.train_substitute(
-            model,
-            oracle,
-            x_seed,
-            rounds=self.rounds,
-            lam=self.lam,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-        )
+        return aegan.train_substitute(model, oracle, x_seed, rounds=self.rounds, lam=self.lam,
+                                      epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                                      seed=self.seed)

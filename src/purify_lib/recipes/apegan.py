@@ -31,17 +31,11 @@ class Target(Supervised):
     n_val: int = 0
     epochs: int = 5
 
-    PROFILES = {
-        "smoke": dict(n_train=256, epochs=1, batch_size=64),
-        "quick": {},
-        "full": dict(n_train=None),
-        "paper": dict(n_train=None),
-    }
+    PROFILES = {"smoke": dict(n_train=256, epochs=1, batch_size=64), "quick": {}, "full": dict(n_train=None),
+                "paper": dict(n_train=None)}
     DATASETS = {
-        ds: {
-            p: dict(classifier="convnet", epochs=e)
-            for p, e in (("smoke", 1), ("quick", 2), ("full", 20), ("paper", 20))
-        }
+        ds: {p: dict(classifier="convnet", epochs=e)
+             for p, e in (("smoke", 1), ("quick", 2), ("full", 20), ("paper", 20))}
         for ds in ("cifar10_jpeg", "gtsrb")
     }  # chapter 2's ConvNet
 
@@ -60,31 +54,14 @@ class APEGANRecipe(Recipe):
     loss_weights: tuple[float, float, float] = apegan.PAPER_WEIGHTS
 
     NAME = "apegan"
-    CODE = (
-        apegan.APEGAN,
-        apegan.Discriminator,
-        apegan.total_variation,
-        apegan.generator_losses,
-        apegan.apegan_step,
-        apegan.train_apegan,
-        attacks.fgsm,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
+    CODE = (apegan.APEGAN, apegan.Discriminator, apegan.total_variation, apegan.generator_losses,
+            apegan.apegan_step, apegan.train_apegan, attacks.fgsm, run, Loop, lr_factor, lr_scheduler)
     PARTS = {"target": Target}
-    PROFILES = {
-        "smoke": dict(n_train_gan=256, epochs=1),
-        "quick": {},
-        "full": dict(n_train_gan=None, epochs=20),
-        "paper": dict(n_train_gan=None),
-    }
+    PROFILES = {"smoke": dict(n_train_gan=256, epochs=1), "quick": {},
+                "full": dict(n_train_gan=None, epochs=20), "paper": dict(n_train_gan=None)}
     DATASETS = {
-        ds: {
-            p: dict(pair_eps=apegan.EPS_PAPER[eps], epochs=e)
-            for p, e in (("smoke", 1), ("quick", 2), ("full", 10), ("paper", 10))
-        }
+        ds: {p: dict(pair_eps=apegan.EPS_PAPER[eps], epochs=e)
+             for p, e in (("smoke", 1), ("quick", 2), ("full", 10), ("paper", 10))}
         for ds, eps in (("cifar10_jpeg", "cifar10"), ("gtsrb", "gtsrb"))
     }  # the paper's ε of 5/255
 
@@ -105,83 +82,17 @@ class APEGANRecipe(Recipe):
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         x, x_adv, _ = self.pairs()
-        return apegan.train_apegan(
-            model["g"],
-            model["d"],
-            x,
-            x_adv,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weights=self.loss_weights,
-            g_steps=self.g_steps,
-            seed=self.seed,
-        )
+        return apegan.train_apegan(model["g"], model["d"], x, x_adv, epochs=self.epochs,
+                                   batch_size=self.batch_size, lr=self.lr, weights=self.loss_weights,
+                                   g_steps=self.g_steps, seed=self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
-class AdvIterates(Recipe):
-    """The paper's adversarial-training baseline Model_i^adv: the target classifier retrained (same knobs) on
-    its clean training images plus the first ``iterations`` BIM iterates of them (Eq. 2 at ``eps``, crafted
-    once on the trained target)."""
+class _Retrained(Recipe):
+    """A classifier of the target's architecture trained again with the target's knobs, differently."""
 
     target: Target = Target()
-    iterations: int = 1
-    eps: float = apegan.EPS_PAPER["mnist"]
-    bim_steps: int = 4
 
-    NAME = "apegan-adv-iterates"
-    CODE = (*Supervised.CODE, apegan.bim_iterates, attacks.bim)
-    PARTS = {"target": Target}
-    DATASETS = {
-        ds: {p: dict(eps=apegan.EPS_PAPER[eps]) for p in PROFILE_NAMES}
-        for ds, eps in (("cifar10_jpeg", "cifar10"), ("gtsrb", "gtsrb"))
-    }
-
-    def code(self) -> tuple[Any, ...]:
-        return self.target.code() + self.CODE[len(Supervised.CODE) :]
-
-    def network(self) -> nn.Module:
-        return self.target.network()
-
-    def training_data(self) -> tuple[Tensor, ...]:
-        return self.target.training_data()
-
-    def fit(self, model: nn.Module) -> dict[str, Any]:
-        classifier, _ = build(self.target)
-        x, y = self.training_data()
-        key = {**target_key(self.target), "eps": self.eps, "steps": self.bim_steps}
-        iterates = cache.load_or_compute(
-            "apegan-train-iterates",
-            key,
-            lambda: apegan.bim_iterates(classifier, x, y, self.eps, steps=self.bim_steps),
-        )
-        t = self.target
-        return train.fit(
-            model,
-            torch.cat([x, *iterates[: self.iterations]]),
-            y.repeat(self.iterations + 1),
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            optimizer=t.optimizer,
-            weight_decay=t.weight_decay,
-            lr_schedule=t.lr_schedule,
-            seed=self.seed,
-            desc=f"{t.classifier} + {self.iterations} BIM iterates",
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class Distilled(Recipe):
-    """Defensive distillation of the target classifier's architecture at ``temperature`` (the target's
-    training knobs, for teacher and student: :func:`purify_lib.train.defensive_distillation`)."""
-
-    target: Target = Target()
-    temperature: float = 100.0
-
-    NAME = "apegan-distilled"
-    CODE = (train.defensive_distillation,)
     PARTS = {"target": Target}
 
     def code(self) -> tuple[Any, ...]:
@@ -193,18 +104,49 @@ class Distilled(Recipe):
     def training_data(self) -> tuple[Tensor, ...]:
         return self.target.training_data()
 
+
+@dataclasses.dataclass(frozen=True)
+class AdvIterates(_Retrained):
+    """The paper's adversarial-training baseline Model_i^adv: the target classifier retrained (same knobs) on
+    its clean training images plus the first ``iterations`` BIM iterates of them (Eq. 2 at ``eps``, crafted
+    once on the trained target)."""
+
+    iterations: int = 1
+    eps: float = apegan.EPS_PAPER["mnist"]
+    bim_steps: int = 4
+
+    NAME = "apegan-adv-iterates"
+    CODE = (apegan.bim_iterates, attacks.bim)  # besides the target's training code
+    DATASETS = {ds: {p: dict(eps=apegan.EPS_PAPER[eps]) for p in PROFILE_NAMES}
+                for ds, eps in (("cifar10_jpeg", "cifar10"), ("gtsrb", "gtsrb"))}
+
+    def fit(self, model: nn.Module) -> dict[str, Any]:
+        classifier, _ = build(self.target)
+        x, y = self.training_data()
+        key = {**target_key(self.target), "eps": self.eps, "steps": self.bim_steps}
+        steps = self.bim_steps
+        iterates = cache.load_or_compute("apegan-train-iterates", key,
+                                         lambda: apegan.bim_iterates(classifier, x, y, self.eps, steps=steps))
+        t = self.target
+        return train.fit(model, torch.cat([x, *iterates[: self.iterations]]), y.repeat(self.iterations + 1),
+                         epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, optimizer=t.optimizer,
+                         weight_decay=t.weight_decay, lr_schedule=t.lr_schedule, seed=self.seed,
+                         desc=f"{t.classifier} + {self.iterations} BIM iterates")
+
+
+@dataclasses.dataclass(frozen=True)
+class Distilled(_Retrained):
+    """Defensive distillation of the target classifier's architecture at ``temperature`` (the target's
+    training knobs, for teacher and student: :func:`purify_lib.train.defensive_distillation`)."""
+
+    temperature: float = 100.0
+
+    NAME = "apegan-distilled"
+    CODE = (train.defensive_distillation,)
+
     def fit(self, model: nn.Module) -> dict[str, Any]:
         x, y = self.training_data()
         t = self.target
-        return train.defensive_distillation(
-            model,
-            t.network(),
-            x,
-            y,
-            temperature=self.temperature,
-            epochs=t.epochs,
-            batch_size=t.batch_size,
-            lr=t.lr,
-            seed=self.seed,
-            desc=f"T={self.temperature:g}",
-        )
+        return train.defensive_distillation(model, t.network(), x, y, temperature=self.temperature,
+                                            epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=self.seed,
+                                            desc=f"T={self.temperature:g}")

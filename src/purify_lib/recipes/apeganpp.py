@@ -22,15 +22,8 @@ from .base import Recipe, build, target_key
 from .classifiers import Supervised
 
 _SGD = dict(optimizer="sgd", lr=0.01, weight_decay=1e-3, batch_size=128)  # the authors' code
-_GAN_PAPER = dict(
-    n_pairs=10_000,
-    n_val=2_000,
-    generator_widths=apeganpp.CODE_GENERATOR["widths"],
-    critic_width=64,
-    epochs=10,
-    batch_size=128,
-    lr=2e-4,
-)
+_GAN_PAPER = dict(n_pairs=10_000, n_val=2_000, generator_widths=apeganpp.CODE_GENERATOR["widths"],
+                  critic_width=64, epochs=10, batch_size=128, lr=2e-4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,19 +36,12 @@ class ThirdParty(Supervised):
     epochs: int = 2
     batch_size: int = 64
 
-    PROFILES = {
-        "smoke": dict(n_train=128, epochs=1),
-        "quick": {},
-        "full": dict(n_train=None, epochs=10, **_SGD),
-        "paper": dict(n_train=None, epochs=10, **_SGD),
-    }
+    PROFILES = {"smoke": dict(n_train=128, epochs=1), "quick": {},
+                "full": dict(n_train=None, epochs=10, **_SGD), "paper": dict(n_train=None, epochs=10, **_SGD)}
     DATASETS = {
-        "cifar10_jpeg": {
-            "smoke": dict(classifier="cifar_cnn"),
-            "quick": dict(classifier="cifar_cnn"),
-            "full": dict(classifier="cifar_cnn", epochs=20),
-            "paper": dict(classifier="cifar_cnn", epochs=20),
-        }
+        "cifar10_jpeg": {"smoke": dict(classifier="cifar_cnn"), "quick": dict(classifier="cifar_cnn"),
+                         "full": dict(classifier="cifar_cnn", epochs=20),
+                         "paper": dict(classifier="cifar_cnn", epochs=20)}
     }
 
 
@@ -85,22 +71,14 @@ class _Pairs(Recipe):
     lr: float = 1e-3
 
     PARTS = {"source": ThirdParty}
-    PROFILES = {
-        "smoke": dict(n_pairs=64, n_val=32, generator_widths=(8, 16), epochs=1),
-        "quick": {},
-        "full": _GAN_PAPER,
-        "paper": _GAN_PAPER,
-    }
+    PROFILES = {"smoke": dict(n_pairs=64, n_val=32, generator_widths=(8, 16), epochs=1), "quick": {},
+                "full": _GAN_PAPER, "paper": _GAN_PAPER}
     DATASETS = {"cifar10_jpeg": {p: dict(pair_eps=apeganpp.EPS_MIX["cifar10"]) for p in PROFILE_NAMES}}
 
     def generator(self) -> nn.Module:
         """The purifier's architecture (the authors' code's APE-GAN variant at ``paper``)."""
-        return apegan.APEGAN(
-            data.info(self.dataset).channels,
-            widths=self.generator_widths,
-            kernel=self.generator_kernel,
-            activation=self.generator_activation,
-        )
+        return apegan.APEGAN(data.info(self.dataset).channels, widths=self.generator_widths,
+                             kernel=self.generator_kernel, activation=self.generator_activation)
 
     def training_data(self) -> tuple[Tensor, ...]:
         x, y = data.load(self.dataset, "train", n=self.source.n_train)
@@ -132,29 +110,13 @@ class APEGANPP(_Pairs):
     n_critic: int = 1
 
     NAME = "apeganpp"
-    CODE = (
-        apegan.APEGAN,
-        apeganpp.Critic,
-        apeganpp.gradient_penalty,
-        apeganpp.critic_losses,
-        apeganpp.generator_losses,
-        apeganpp.apeganpp_step,
-        apeganpp.purification_validator,
-        apeganpp.train_apeganpp,
-        apeganpp.mixed_fgsm_pairs,
-        apegan.fgsm_pairs,
-        attacks.fgsm,
-        attack_mode,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
+    CODE = (apegan.APEGAN, apeganpp.Critic, apeganpp.gradient_penalty, apeganpp.critic_losses,
+            apeganpp.generator_losses, apeganpp.apeganpp_step, apeganpp.purification_validator,
+            apeganpp.train_apeganpp, apeganpp.mixed_fgsm_pairs, apegan.fgsm_pairs, attacks.fgsm, attack_mode,
+            run, Loop, lr_factor, lr_scheduler)
     PARTS = {"source": ThirdParty, "third_party": ThirdParty}
-    PROFILES = {
-        p: {**knobs, "critic_width": {"smoke": 8, "quick": 16}.get(p, 64)}
-        for p, knobs in _Pairs.PROFILES.items()
-    }
+    PROFILES = {p: {**knobs, "critic_width": {"smoke": 8, "quick": 16}.get(p, 64)}
+                for p, knobs in _Pairs.PROFILES.items()}
 
     def network(self) -> nn.Module:
         info = data.info(self.dataset)
@@ -165,22 +127,10 @@ class APEGANPP(_Pairs):
     def fit(self, model: nn.Module) -> dict[str, Any]:
         (x, x_adv, y), val = self.pairs()
         third_party, _ = build(self.third_party)
-        return apeganpp.train_apeganpp(
-            model["g"],
-            model["d"],
-            third_party,
-            x,
-            x_adv,
-            y,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weights=self.loss_weights,
-            gp_weight=self.gp_weight,
-            n_critic=self.n_critic,
-            val=val,
-            seed=self.seed,
-        )
+        return apeganpp.train_apeganpp(model["g"], model["d"], third_party, x, x_adv, y, epochs=self.epochs,
+                                       batch_size=self.batch_size, lr=self.lr, weights=self.loss_weights,
+                                       gp_weight=self.gp_weight, n_critic=self.n_critic, val=val,
+                                       seed=self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,21 +142,9 @@ class APEGANBaseline(_Pairs):
     g_steps: int = 2
 
     NAME = "apegan-baseline"
-    CODE = (
-        apegan.APEGAN,
-        apegan.Discriminator,
-        apegan.generator_losses,
-        apeganpp.apegan_step_with_norms,
-        apeganpp.purification_validator,
-        apeganpp.train_apegan_baseline,
-        apeganpp.mixed_fgsm_pairs,
-        apegan.fgsm_pairs,
-        attacks.fgsm,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
+    CODE = (apegan.APEGAN, apegan.Discriminator, apegan.generator_losses, apeganpp.apegan_step_with_norms,
+            apeganpp.purification_validator, apeganpp.train_apegan_baseline, apeganpp.mixed_fgsm_pairs,
+            apegan.fgsm_pairs, attacks.fgsm, run, Loop, lr_factor, lr_scheduler)
 
     def network(self) -> nn.Module:
         info = data.info(self.dataset)
@@ -215,20 +153,10 @@ class APEGANBaseline(_Pairs):
     def fit(self, model: nn.Module) -> dict[str, Any]:
         (x, x_adv, _), val = self.pairs()
         source, _ = build(self.source)
-        return apeganpp.train_apegan_baseline(
-            model["g"],
-            model["d"],
-            x,
-            x_adv,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weights=self.loss_weights,
-            g_steps=self.g_steps,
-            val=val,
-            classifier=source,
-            seed=self.seed,
-        )
+        return apeganpp.train_apegan_baseline(model["g"], model["d"], x, x_adv, epochs=self.epochs,
+                                              batch_size=self.batch_size, lr=self.lr,
+                                              weights=self.loss_weights, g_steps=self.g_steps, val=val,
+                                              classifier=source, seed=self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,12 +174,8 @@ class Finetuned(Recipe):
     NAME = "apeganpp-finetuned"
     CODE = (train.RandomEpsFGSM, attacks.fgsm)
     PARTS = {"start": ThirdParty}
-    PROFILES = {
-        "smoke": dict(n_train=128),
-        "quick": {},
-        "full": dict(n_train=None, epochs=5),
-        "paper": dict(n_train=None, epochs=5),
-    }
+    PROFILES = {"smoke": dict(n_train=128), "quick": {}, "full": dict(n_train=None, epochs=5),
+                "paper": dict(n_train=None, epochs=5)}
     DATASETS = {"cifar10_jpeg": {p: dict(eps_choices=apeganpp.EPS_MIX["cifar10"]) for p in PROFILE_NAMES}}
 
     def code(self) -> tuple[Any, ...]:
@@ -268,15 +192,6 @@ class Finetuned(Recipe):
         start, _ = build(self.start)
         model.load_state_dict(start.state_dict())
         x, y = self.training_data()
-        return train.fit(
-            model,
-            x,
-            y,
-            adversary=train.RandomEpsFGSM(self.eps_choices, seed=self.seed),
-            clean_weight=0.5,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            seed=self.seed,
-            desc=f"adversarial training {self.start.classifier}",
-        )
+        return train.fit(model, x, y, adversary=train.RandomEpsFGSM(self.eps_choices, seed=self.seed),
+                         clean_weight=0.5, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                         seed=self.seed, desc=f"adversarial training {self.start.classifier}")

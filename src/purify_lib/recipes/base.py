@@ -84,10 +84,8 @@ class Recipe:
 
     def table(self) -> pd.DataFrame:
         """The recipe as a table, one knob a row (what a chapter's settings cell shows)."""
-        shown = {
-            k: "all" if v is None and k.split(".")[-1].startswith("n_") else v
-            for k, v in self.knobs().items()
-        }
+        shown = {k: "all" if v is None and k.split(".")[-1].startswith("n_") else v
+                 for k, v in self.knobs().items()}
         frame = pd.DataFrame({"value": [str(v) for v in shown.values()]}, index=list(shown))
         frame.index.name = f"{type(self).__name__} ({self.NAME})"
         return frame
@@ -154,11 +152,8 @@ def build(recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
         current = model.state_dict()
         model.load_state_dict({k: v.to(current[k].dtype) for k, v in state.items()})
         return model.eval(), history
-    key = {
-        "recipe": recipe.key(),
-        "code": recipe.code_hash(),
-        "data": cache.fingerprint(*recipe.training_data()),
-    }
+    key = {"recipe": recipe.key(), "code": recipe.code_hash(),
+           "data": cache.fingerprint(*recipe.training_data())}
     prefix = cache.cache_dir() / "checkpoints" / f"{recipe.NAME}-{cache.key_hash(key)}"
 
     def fit(m: nn.Module) -> dict[str, Any]:

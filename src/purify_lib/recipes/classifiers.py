@@ -33,15 +33,8 @@ class Supervised(Recipe):
     options: tuple[tuple[str, Any], ...] = ()  # classifiers.build options, e.g. (("width", 4),)
 
     NAME = "classifier"
-    CODE = (
-        classifiers.build,
-        train.run,
-        train.Loop,
-        train.lr_factor,
-        train.lr_scheduler,
-        train.fit,
-        train.supervised_step,
-    )
+    CODE = (classifiers.build, train.run, train.Loop, train.lr_factor, train.lr_scheduler, train.fit,
+            train.supervised_step)
 
     def code(self) -> tuple[Any, ...]:
         return (*self.CODE, classifiers.REGISTRY[self.classifier])
@@ -54,29 +47,17 @@ class Supervised(Recipe):
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         x, y = self.training_data()
-        return train.fit(
-            model,
-            x,
-            y,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            optimizer=self.optimizer,
-            weight_decay=self.weight_decay,
-            lr_schedule=self.lr_schedule,
-            val=data.load(self.dataset, "val", n=self.n_val) if self.n_val else None,
-            seed=self.seed,
-            desc=f"{self.classifier} ({self.dataset})",
-        )
+        return train.fit(model, x, y, epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                         optimizer=self.optimizer, weight_decay=self.weight_decay,
+                         lr_schedule=self.lr_schedule,
+                         val=data.load(self.dataset, "val", n=self.n_val) if self.n_val else None,
+                         seed=self.seed, desc=f"{self.classifier} ({self.dataset})")
 
 
 @dataclasses.dataclass(frozen=True)
 class LeNet(Supervised):
     """Chapter 1's LeNet (the paper-standard MNIST LeNet of GanDef's table 3), Adam 1e-3, batch 128."""
 
-    PROFILES = {
-        "smoke": dict(n_train=512, n_val=128, epochs=1, batch_size=64),
-        "quick": {},
-        "full": dict(n_train=None, n_val=5_000, epochs=15),
-        "paper": dict(n_train=None, n_val=5_000, epochs=15),
-    }
+    PROFILES = {"smoke": dict(n_train=512, n_val=128, epochs=1, batch_size=64), "quick": {},
+                "full": dict(n_train=None, n_val=5_000, epochs=15),
+                "paper": dict(n_train=None, n_val=5_000, epochs=15)}

@@ -26,19 +26,12 @@ from ..defenses import gandef
 from .base import Recipe
 
 METHODS = ("Pure PGD", "Mix PGD", "Logit Pairing", "GanDef V1", "GanDef")
-LOSSES = {
-    "Pure PGD": dict(clean_weight=0.0),
-    "Mix PGD": dict(clean_weight=0.5),
-    "Logit Pairing": dict(clean_weight=0.5),
-}
+LOSSES = {"Pure PGD": dict(clean_weight=0.0), "Mix PGD": dict(clean_weight=0.5),
+          "Logit Pairing": dict(clean_weight=0.5)}
 
 
-CONVERGED = {
-    "smoke": dict(train_eps=0.1, train_alpha=0.067),
-    "quick": dict(train_eps=0.1, train_alpha=0.067),
-    "full": dict(train_eps=0.1, train_alpha=0.1 / 3),
-    "paper": dict(train_eps=0.1),
-}
+CONVERGED = {"smoke": dict(train_eps=0.1, train_alpha=0.067), "quick": dict(train_eps=0.1, train_alpha=0.067),
+             "full": dict(train_eps=0.1, train_alpha=0.1 / 3), "paper": dict(train_eps=0.1)}
 """Chapter 5's converged regime: the same recipe trained at ε = 0.1 (the step scaled with ε)."""
 
 
@@ -63,50 +56,24 @@ class Method(Recipe):
     logit_pairing: float = 0.5  # Logit Pairing's λ
 
     NAME = "gandef-method"
-    CODE = (
-        classifiers.build,
-        train.run,
-        train.Loop,
-        train.lr_factor,
-        train.lr_scheduler,
-        train.fit,
-        train.supervised_step,
-        train.WarmupPGD,
-        attacks.pgd,
-        attacks._random_start,
-        gandef.LogitDiscriminator,
-        gandef.GanDef,
-        gandef.discriminator_loss,
-        gandef.classifier_loss,
-        gandef.gandef_step,
-        gandef.train_gandef,
-    )
+    CODE = (classifiers.build, train.run, train.Loop, train.lr_factor, train.lr_scheduler, train.fit,
+            train.supervised_step, train.WarmupPGD, attacks.pgd, attacks._random_start,
+            gandef.LogitDiscriminator, gandef.GanDef, gandef.discriminator_loss, gandef.classifier_loss,
+            gandef.gandef_step, gandef.train_gandef)
     PROFILES = {
         "smoke": dict(n_train=256, n_val=128, epochs=1),
         "quick": {},
         # PGD-7, step ε/3 from a random start, ε ramped over two epochs: a probe of this recipe on the
         # 2-core CPU kept 0.886 under APGD-CE + APGD-T at ε 0.3 after 11 epochs (25 min)
-        "full": dict(
-            n_train=None,
-            n_val=5_000,
-            epochs=12,
-            batch_size=128,
-            train_alpha=0.1,
-            train_steps=7,
-            warmup_epochs=2.0,
-        ),
+        "full": dict(n_train=None, n_val=5_000, epochs=12, batch_size=128, train_alpha=0.1, train_steps=7,
+                     warmup_epochs=2.0),
         "paper": dict(n_train=None, n_val=5_000, epochs=20, batch_size=128, train_alpha=0.01, train_steps=40),
     }
 
     DATASETS = {
         "cifar10_jpeg": {
-            p: dict(
-                classifier="allcnn",
-                train_eps=8 / 255,
-                train_alpha=2 / 255,
-                train_steps=steps,
-                logit_pairing=0.01,
-            )
+            p: dict(classifier="allcnn", train_eps=8 / 255, train_alpha=2 / 255, train_steps=steps,
+                    logit_pairing=0.01)
             for p, steps in (("smoke", 1), ("quick", 7), ("full", 7), ("paper", 7))
         }
     }
@@ -136,27 +103,13 @@ class Method(Recipe):
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         x, y = self.training_data()
-        common = dict(
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            lr_schedule=self.lr_schedule,
-            seed=self.seed,
-            val=data.load(self.dataset, "val", n=self.n_val),
-            adversary=self.adversary(len(y)),
-            desc=self.method,
-        )
+        common = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                      lr_schedule=self.lr_schedule, seed=self.seed,
+                      val=data.load(self.dataset, "val", n=self.n_val), adversary=self.adversary(len(y)),
+                      desc=self.method)
         if isinstance(model, gandef.GanDef):
             variant = "v1" if self.method == "GanDef V1" else "v2"
-            return gandef.train_gandef(
-                model.classifier,
-                model.discriminator,
-                x,
-                y,
-                variant=variant,
-                gamma=self.gamma,
-                discriminator_lr=self.discriminator_lr,
-                **common,
-            )
+            return gandef.train_gandef(model.classifier, model.discriminator, x, y, variant=variant,
+                                       gamma=self.gamma, discriminator_lr=self.discriminator_lr, **common)
         pairing = self.logit_pairing if self.method == "Logit Pairing" else 0.0
         return train.fit(model, x, y, logit_pairing=pairing, **LOSSES[self.method], **common)

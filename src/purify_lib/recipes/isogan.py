@@ -32,12 +32,9 @@ class F1(Supervised):
     epochs: int = 2
     batch_size: int = 32
 
-    PROFILES = {
-        "smoke": dict(n_train=64, epochs=1),
-        "quick": {},
-        "full": dict(n_train=None, epochs=10, batch_size=128),
-        "paper": dict(n_train=None, epochs=10, batch_size=128),
-    }
+    PROFILES = {"smoke": dict(n_train=64, epochs=1), "quick": {},
+                "full": dict(n_train=None, epochs=10, batch_size=128),
+                "paper": dict(n_train=None, epochs=10, batch_size=128)}
     DATASETS = {"cifar10_jpeg": {p: dict(classifier="resnet18") for p in PROFILE_NAMES}}
 
 
@@ -55,29 +52,13 @@ class IsoGAN(Recipe):
     lr: float = 1e-3
 
     NAME = "isogan"
-    CODE = (
-        apegan.APEGAN,
-        apegan.Discriminator,
-        isogan.check_weights,
-        isogan.generator_losses,
-        isogan.isogan_step,
-        isogan.validation_scores,
-        isogan.train_isogan,
-        apegan.fgsm_pairs,
-        attacks.fgsm,
-        attack_mode,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
+    CODE = (apegan.APEGAN, apegan.Discriminator, isogan.check_weights, isogan.generator_losses,
+            isogan.isogan_step, isogan.validation_scores, isogan.train_isogan, apegan.fgsm_pairs,
+            attacks.fgsm, attack_mode, run, Loop, lr_factor, lr_scheduler)
     PARTS = {"f1": F1}
-    PROFILES = {
-        "smoke": dict(n_pairs=64, n_val=32),
-        "quick": {},
-        "full": dict(n_pairs=None, n_val=2_000, epochs=5, lr=2e-4),
-        "paper": dict(n_pairs=None, n_val=2_000, epochs=5, lr=2e-4),
-    }
+    PROFILES = {"smoke": dict(n_pairs=64, n_val=32), "quick": {},
+                "full": dict(n_pairs=None, n_val=2_000, epochs=5, lr=2e-4),
+                "paper": dict(n_pairs=None, n_val=2_000, epochs=5, lr=2e-4)}
     DATASETS = {"cifar10_jpeg": {p: dict(pair_eps=isogan.EPS_PAPER["rgb"]) for p in PROFILE_NAMES}}
 
     def with_label(self, weight: float) -> IsoGAN:
@@ -102,26 +83,15 @@ class IsoGAN(Recipe):
         key = target_key(self.f1)
         x, y = self.training_data()
         xv, yv = data.load(self.dataset, "val", n=self.n_val)
-        return (
-            (x, apegan.fgsm_pairs(f1, x, y, self.pair_eps, key=key | {"split": "train"}), y),
-            (xv, apegan.fgsm_pairs(f1, xv, yv, self.pair_eps, key=key | {"split": "val"}), yv),
-        )
+        return ((x, apegan.fgsm_pairs(f1, x, y, self.pair_eps, key=key | {"split": "train"}), y),
+                (xv, apegan.fgsm_pairs(f1, xv, yv, self.pair_eps, key=key | {"split": "val"}), yv))
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         train_pairs, val = self.pairs()
         f1, _ = build(self.f1)
-        return isogan.train_isogan(
-            model["g"],
-            model["d"],
-            f1,
-            *train_pairs,
-            epochs=self.epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weights=dict(self.loss_weights),
-            val=val,
-            seed=self.seed,
-        )
+        return isogan.train_isogan(model["g"], model["d"], f1, *train_pairs, epochs=self.epochs,
+                                   batch_size=self.batch_size, lr=self.lr, weights=dict(self.loss_weights),
+                                   val=val, seed=self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,12 +105,9 @@ class Chosen(Recipe):
     NAME = "isogan-chosen"
     CODE = (isogan.choose,)
     PARTS = {"base": IsoGAN}
-    PROFILES = {
-        "smoke": dict(label_grid=(0.0, 0.5)),
-        "quick": {},
-        "full": dict(label_grid=(0.0, 0.05, 0.1, 0.5)),
-        "paper": dict(label_grid=(0.0, 0.05, 0.1, 0.5)),
-    }
+    PROFILES = {"smoke": dict(label_grid=(0.0, 0.5)), "quick": {},
+                "full": dict(label_grid=(0.0, 0.05, 0.1, 0.5)),
+                "paper": dict(label_grid=(0.0, 0.05, 0.1, 0.5))}
 
     def network(self) -> nn.Module:
         return self.base.network()
@@ -154,16 +121,12 @@ class Chosen(Recipe):
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         found = self.candidates()
-        scores = {
-            k: {"clean_acc": h["val_clean_acc"][-1], "adv_acc": h["val_adv_acc"][-1]}
-            for k, (_, h) in found.items()
-        }
+        scores = {k: {"clean_acc": h["val_clean_acc"][-1], "adv_acc": h["val_adv_acc"][-1]}
+                  for k, (_, h) in found.items()}
         f1, _ = build(self.base.f1)
-        chosen = isogan.choose(
-            scores,
-            evaluate.accuracy(f1, *data.load(self.dataset, "val", n=self.base.n_val)),
-            tolerance=self.tolerance,
-        )
+        chosen = isogan.choose(scores,
+                               evaluate.accuracy(f1, *data.load(self.dataset, "val", n=self.base.n_val)),
+                               tolerance=self.tolerance)
         model.load_state_dict(found[chosen][0].state_dict())
         return {**found[chosen][1], "chosen": chosen}
 
@@ -178,20 +141,9 @@ class APEGANOnPairs(Recipe):
     g_steps: int = 2
 
     NAME = "isogan-apegan"
-    CODE = (
-        apegan.APEGAN,
-        apegan.Discriminator,
-        apegan.total_variation,
-        apegan.generator_losses,
-        apegan.apegan_step,
-        apegan.train_apegan,
-        apegan.fgsm_pairs,
-        attacks.fgsm,
-        run,
-        Loop,
-        lr_factor,
-        lr_scheduler,
-    )
+    CODE = (apegan.APEGAN, apegan.Discriminator, apegan.total_variation, apegan.generator_losses,
+            apegan.apegan_step, apegan.train_apegan, apegan.fgsm_pairs, attacks.fgsm, run, Loop, lr_factor,
+            lr_scheduler)
     PARTS = {"pairs_of": IsoGAN}
 
     def network(self) -> nn.Module:
@@ -203,15 +155,6 @@ class APEGANOnPairs(Recipe):
     def fit(self, model: nn.Module) -> dict[str, Any]:
         (x, x_adv, _), _ = self.pairs_of.pairs()
         base = self.pairs_of
-        return apegan.train_apegan(
-            model["g"],
-            model["d"],
-            x,
-            x_adv,
-            epochs=base.epochs,
-            batch_size=base.batch_size,
-            lr=base.lr,
-            weights=self.loss_weights,
-            g_steps=self.g_steps,
-            seed=self.seed,
-        )
+        return apegan.train_apegan(model["g"], model["d"], x, x_adv, epochs=base.epochs,
+                                   batch_size=base.batch_size, lr=base.lr, weights=self.loss_weights,
+                                   g_steps=self.g_steps, seed=self.seed)
