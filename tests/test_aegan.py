@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from purify_lib.analysis import aegan as analysis
 from purify_lib import adaptive, evaluate, metrics
 from purify_lib.defenses import aegan, defensegan, magnet
 from purify_lib.defenses.aegan import AEGAN, AEGANPurifier, Decoder, Discriminator, Encoder, latent_search
@@ -144,7 +145,7 @@ def test_purifier_modes_and_detector_threshold_is_monotonic(trained, mnist_data)
     y = mnist_data["y_test"][:80]
     clean = {"mse": scores_c, "l1": scores_c, "correct_r": y >= 0, "correct_rs": y >= 0}
     adv = {"mse": scores_a, "l1": scores_a, "correct_r": y < 0, "correct_rs": y >= 0}
-    sweep = [aegan.at_threshold(clean, adv, float(t)) for t in torch.linspace(0, scores_a.max(), 12)]
+    sweep = [analysis.at_threshold(clean, adv, float(t)) for t in torch.linspace(0, scores_a.max(), 12)]
     for a, b in zip(sweep, sweep[1:]):
         assert b["fpr"] <= a["fpr"] and b["detection"] <= a["detection"]
         assert b["adv_acc"] <= a["adv_acc"]  # here only the search classifies adversarial inputs right
@@ -173,7 +174,7 @@ def test_choose_search_lr_and_outcomes(trained, mnist_data, mnist_model):
     x, y = mnist_data["x_test"][:40], mnist_data["y_test"][:40]
     best, errors = aegan.choose_search_lr(model.encoder, model.decoder, x, (0.01, 1.0, 1e5), steps=5)
     assert best == min(errors, key=errors.get) and set(errors) == {0.01, 1.0, 1e5}
-    found = aegan.outcomes(AEGANPurifier(model.encoder, model.decoder, steps=3), mnist_model, x, y)
+    found = analysis.outcomes(AEGANPurifier(model.encoder, model.decoder, steps=3), mnist_model, x, y)
     assert {k: v.shape for k, v in found.items()} == dict.fromkeys(("mse", "l1", "correct_r", "correct_rs"),
                                                                    (40,))
     corrupted = (x + 0.3).clamp(0, 1)
@@ -183,10 +184,10 @@ def test_choose_search_lr_and_outcomes(trained, mnist_data, mnist_model):
     with pytest.raises(ValueError, match="corrupted"):
         aegan.choose_search_lr(model.encoder, model.decoder, x, (1.0,), corrupted=corrupted[:3])
     with pytest.raises(ValueError, match="threshold"):
-        aegan.detector_aware_attack(AEGANPurifier(model.encoder, model.decoder), mnist_model, x, y, eps=0.3,
-                                    alpha=0.1, steps=1)
-    assert torch.equal(aegan.half_mask(x)[:, :, 14:], torch.zeros(40, 1, 14, 28))
-    assert torch.equal(aegan.half_mask(x)[:, :, :14], x[:, :, :14])
+        analysis.detector_aware_attack(AEGANPurifier(model.encoder, model.decoder), mnist_model, x, y,
+                                       eps=0.3, alpha=0.1, steps=1)
+    assert torch.equal(analysis.half_mask(x)[:, :, 14:], torch.zeros(40, 1, 14, 28))
+    assert torch.equal(analysis.half_mask(x)[:, :, :14], x[:, :, :14])
 
 
 def test_gradient_penalty_of_a_linear_critic():

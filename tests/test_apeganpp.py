@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from purify_lib.analysis import apeganpp as analysis
 from purify_lib import evaluate, results
 from purify_lib.attacks import fgsm
 from purify_lib.defenses import apegan, apeganpp
@@ -213,12 +214,12 @@ def test_apegan_baseline_matches_apegan_and_records_norms(pairs):
 def test_craft_once_and_score(mnist_data, mnist_model):
     x, y = mnist_data["x_test"][:40], mnist_data["y_test"][:40]
     attacks = {"fgsm": (fgsm, {"eps": 0.3}, 40), "fgsm_small": (fgsm, {"eps": 0.05}, 20)}
-    examples = apeganpp.craft(mnist_model, x, y, attacks)
+    examples = analysis.craft(mnist_model, x, y, attacks)
     assert len(examples["fgsm_small"][1]) == 20
     assert torch.equal(examples["fgsm"][0], fgsm(mnist_model, x, y, eps=0.3))
     run = results.Results("test", get_profile("smoke"))
     systems = {"none": mnist_model, "identity": evaluate.Defended(nn.Identity(), mnist_model)}
-    apeganpp.score(run, examples, systems, table={"none": "t2", "identity": "t3"}, dataset="mnist",
+    analysis.score(run, examples, systems, table={"none": "t2", "identity": "t3"}, dataset="mnist",
                    classifier="cnn", eps={"fgsm": 0.3})
     assert len(run.rows) == 4
     assert run.value(table="t2", attack="fgsm") == evaluate.accuracy(mnist_model, *examples["fgsm"])
@@ -229,11 +230,11 @@ def test_craft_once_and_score(mnist_data, mnist_model):
 
 def test_cw_distortion_counts_flipped_images(mnist_data, mnist_model):
     x, y = mnist_data["x_test"][:8], mnist_data["y_test"][:8]
-    found = apeganpp.cw_distortion(mnist_model, mnist_model, x, y, steps=300, binary_search_steps=1, c=10.0,
+    found = analysis.cw_distortion(mnist_model, mnist_model, x, y, steps=300, binary_search_steps=1, c=10.0,
                                    lr=0.05)
     assert found["accuracy"] <= 0.25 and found["n_fooled"] >= 5  # measured: 0.0 and 7 (one was wrong already)
     assert 0 < found["median_l2"] < 5
-    none = apeganpp.cw_distortion(mnist_model, mnist_model, x, y, steps=1, binary_search_steps=1, c=1e-3)
+    none = analysis.cw_distortion(mnist_model, mnist_model, x, y, steps=1, binary_search_steps=1, c=1e-3)
     assert none["n_fooled"] == 0 and "median_l2" not in none and none["accuracy"] >= 0.75
 
 
@@ -277,10 +278,10 @@ def test_bad_inputs_raise(pairs, mnist_model, val):
 def test_stability_summary_by_hand():
     steps = {"adv_grad_norm": [4.0, 3.0, 2.0, 1.0] * 5, "g_grad_norm": [1.0] * 20,
              "g_loss": [0.0, 1.0] * 10, "d_loss": [float(i) for i in range(20)]}
-    found = apeganpp.stability_summary({"steps": steps}, fraction=0.1)  # first and last 2 steps
+    found = analysis.stability_summary({"steps": steps}, fraction=0.1)  # first and last 2 steps
     assert found["adv_grad_first"] == 3.5 and found["adv_grad_last"] == 1.5 and found["adv_grad_min"] == 1.0
     assert found["g_grad_first"] == found["g_grad_last"] == 1.0
     assert found["g_loss_jitter"] == pytest.approx(1.0)  # jumps the whole spread every step
     assert found["d_loss_jitter"] == pytest.approx(1 / (0.9 * 19 - 0.1 * 19))  # a steady ramp
     with pytest.raises(ValueError, match="history"):
-        apeganpp.stability_summary({"steps": {"g_loss": [1.0, 2.0]}})
+        analysis.stability_summary({"steps": {"g_loss": [1.0, 2.0]}})

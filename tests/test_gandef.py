@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from purify_lib.analysis import gandef as analysis
 from purify_lib.defenses import gandef
 from purify_lib.defenses.gandef import GanDef, LogitDiscriminator
 from purify_lib.train import WarmupPGD
@@ -25,14 +26,14 @@ def test_comb_summary_on_hand_made_scores():
     clean = (torch.tensor([0, 1, 0, 0]), torch.tensor([0.1, 0.9, 0.2, 0.5]))
     # adversarial: wrong+rejected, wrong, correct, wrong (D exactly at the threshold counts as rejected)
     adv = (torch.tensor([1, 0, 2, 0]), torch.tensor([0.7, 0.3, 0.1, 0.5]))
-    s = gandef.comb_summary(y, clean, adv, threshold=0.5)
+    s = analysis.comb_summary(y, clean, adv, threshold=0.5)
     assert s["clean_acc"] == 0.5 and s["adv_acc"] == 0.25
     assert s["clean_comb"] == 0.25          # only example 0 is correct and kept
     assert s["adv_comb"] == 0.75            # examples 0 and 3 rejected, example 2 correct
     assert s["clean_reject"] == 0.5 and s["adv_reject"] == 0.5
-    high = gandef.comb_summary(y, clean, adv, threshold=0.95)  # nothing rejected: Comb = plain accuracy
+    high = analysis.comb_summary(y, clean, adv, threshold=0.95)  # nothing rejected: Comb = plain accuracy
     assert high["clean_comb"] == high["clean_acc"] and high["adv_comb"] == high["adv_acc"]
-    low = gandef.comb_summary(y, clean, adv, threshold=0.0)  # everything rejected
+    low = analysis.comb_summary(y, clean, adv, threshold=0.0)  # everything rejected
     assert low["clean_comb"] == 0.0 and low["adv_comb"] == 1.0
 
 
@@ -41,7 +42,7 @@ def test_threshold_sweep_is_monotone_in_rejections():
     y = torch.randint(0, 10, (200,), generator=g)
     clean = (torch.randint(0, 10, (200,), generator=g), torch.rand(200, generator=g))
     adv = (torch.randint(0, 10, (200,), generator=g), torch.rand(200, generator=g))
-    sweep = gandef.threshold_sweep(y, clean, adv, np.linspace(0, 1, 11))
+    sweep = analysis.threshold_sweep(y, clean, adv, np.linspace(0, 1, 11))
     assert len(sweep) == 11
     assert (np.diff(sweep["clean_reject"]) <= 0).all() and (np.diff(sweep["adv_comb"]) <= 0).all()
     assert (np.diff(sweep["clean_comb"]) >= 0).all()
@@ -57,29 +58,30 @@ def test_comb_summary_rejects_bad_inputs(bad):
     args = dict(y=torch.tensor([0, 1, 2]), clean=(torch.tensor([0, 1, 2]), torch.tensor([0.1, 0.2, 0.3])),
                 adv=(torch.tensor([0, 1, 2]), torch.tensor([0.1, 0.2, 0.3])), threshold=0.5)
     with pytest.raises(ValueError):
-        gandef.comb_summary(**{**args, **bad})
+        analysis.comb_summary(**{**args, **bad})
 
 
 # ---------------------------------------------------------------------------------------------- ρ curves
 def test_overall_accuracy_is_the_mixture():
-    np.testing.assert_allclose(gandef.overall_accuracy(0.9, 0.5, [0, 0.5, 1]), [0.9, 0.7, 0.5])
+    np.testing.assert_allclose(analysis.overall_accuracy(0.9, 0.5, [0, 0.5, 1]), [0.9, 0.7, 0.5])
     with pytest.raises(ValueError):
-        gandef.overall_accuracy(0.9, 0.5, [0, 1.2])
+        analysis.overall_accuracy(0.9, 0.5, [0, 1.2])
     with pytest.raises(ValueError):
-        gandef.overall_accuracy(1.3, 0.5, [0, 1])
+        analysis.overall_accuracy(1.3, 0.5, [0, 1])
 
 
 def test_crossover_on_hand_made_curves():
     rho = np.linspace(0, 1, 11)
-    ours = gandef.overall_accuracy(0.64, 0.74, rho)            # GanDef-Comb-like: worse clean, better adv
-    others = {"a": gandef.overall_accuracy(0.84, 0.46, rho), "b": gandef.overall_accuracy(0.82, 0.48, rho)}
+    ours = analysis.overall_accuracy(0.64, 0.74, rho)            # GanDef-Comb-like: worse clean, better adv
+    others = {k: analysis.overall_accuracy(clean, adv, rho) for k, clean, adv in (("a", 0.84, 0.46),
+                                                                                   ("b", 0.82, 0.48))}
     # vs "a": 0.64 + 0.10ρ = 0.84 − 0.38ρ → ρ = 0.20/0.48; "b" is below "a" there
-    assert gandef.crossover(rho, ours, others) == pytest.approx(0.20 / 0.48)
-    assert gandef.crossover(rho, others["a"] + 0.5, others) == 0.0        # never behind
-    assert gandef.crossover(rho, others["a"] - 0.01, others) is None      # always behind
+    assert analysis.crossover(rho, ours, others) == pytest.approx(0.20 / 0.48)
+    assert analysis.crossover(rho, others["a"] + 0.5, others) == 0.0        # never behind
+    assert analysis.crossover(rho, others["a"] - 0.01, others) is None      # always behind
     # behind again after catching up once: the answer is the last catch-up
     wiggly = np.array([0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
-    assert gandef.crossover(rho, wiggly, {"flat": np.full(11, 0.5)}) == pytest.approx(0.45)
+    assert analysis.crossover(rho, wiggly, {"flat": np.full(11, 0.5)}) == pytest.approx(0.45)
 
 
 @pytest.mark.parametrize("rho, ours, others", [
@@ -89,7 +91,7 @@ def test_crossover_on_hand_made_curves():
 ])
 def test_crossover_rejects_bad_curves(rho, ours, others):
     with pytest.raises(ValueError):
-        gandef.crossover(rho, ours, others)
+        analysis.crossover(rho, ours, others)
 
 
 # ------------------------------------------------------------------------------------ the game's losses
@@ -99,7 +101,7 @@ def test_discriminator_shape_and_range():
     model = GanDef(_tiny_classifier(), d)
     logits, score = model(torch.rand(7, 1, 28, 28))
     assert logits.shape == (7, 10) and score.shape == (7,)
-    pred, prob = gandef.scores(model, torch.rand(7, 1, 28, 28), batch_size=3)
+    pred, prob = analysis.scores(model, torch.rand(7, 1, 28, 28), batch_size=3)
     assert pred.dtype == torch.int64 and pred.shape == (7,)
     assert prob.shape == (7,) and ((prob >= 0) & (prob <= 1)).all()
     with pytest.raises(ValueError):
@@ -216,10 +218,10 @@ def test_adaptive_attack_evades_a_detector_the_plain_attack_trips(mnist_model, m
     plain_x = pgd(mnist_model, x, y, **params)
     with torch.no_grad():  # flag the 80% of plain PGD examples with the largest logits
         detector.limit = mnist_model(plain_x).norm(dim=1).quantile(0.2).item()
-    plain = gandef.scores(model, plain_x)
-    adaptive_x = gandef.adaptive_attack(model, x, y, lambdas=(1.0, 10.0), stages=stages, **params)
+    plain = analysis.scores(model, plain_x)
+    adaptive_x = analysis.adaptive_attack(model, x, y, lambdas=(1.0, 10.0), stages=stages, **params)
     assert (adaptive_x - x).abs().max() <= 0.3 + 1e-6
-    adaptive = gandef.scores(model, adaptive_x)
+    adaptive = analysis.scores(model, adaptive_x)
     evaded = lambda s: ((s[0] != y) & (s[1] < 0.5)).float().mean().item()  # noqa: E731
     assert evaded(plain) <= 0.3  # at most the 20% below the quantile, by construction (measured 0.219)
     assert evaded(adaptive) > evaded(plain) + 0.4
@@ -242,7 +244,7 @@ def test_worst_case_prefers_evading_then_misclassified():
     kept_right = image([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]])
     wrong_rejected = image([[0.2, 0.9], [0.2, 0.9], [0.9, 0.1]])
     evading = image([[0.1, 0.5], [0.9, 0.1], [0.1, 0.5]])
-    best = gandef.worst_case(model, y, [kept_right, wrong_rejected, evading])
+    best = analysis.worst_case(model, y, [kept_right, wrong_rejected, evading])
     torch.testing.assert_close(best, torch.stack([evading[0], wrong_rejected[1], evading[2]]))
     with pytest.raises(ValueError):
-        gandef.worst_case(model, y, [])
+        analysis.worst_case(model, y, [])

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+from purify_lib.analysis import isogan as analysis
 from purify_lib import norms
 from purify_lib.attacks import fgsm
 from purify_lib.defenses import isogan
@@ -152,13 +153,13 @@ def test_add_scores_rows():
     R = Results("06_isogan_test", get_profile("smoke"))
     row = dict(table="t1", dataset="d", classifier="flat", model=Flat(), x=x, y=y,
                quality_tables=("t3", "t4"))
-    isogan.add_scores(R, **row, x_adv=x_adv, purifiers={"none": None, "id": nn.Identity()}, attack="a",
-                      threat="oblivious", eps=0.1)
-    isogan.add_scores(R, **row, x_adv=x, purifiers={"none": None, "id": nn.Identity()}, attack="none",
-                      threat="none", eps=0.0)
+    analysis.add_scores(R, **row, x_adv=x_adv, purifiers={"none": None, "id": nn.Identity()}, attack="a",
+                        threat="oblivious", eps=0.1)
+    analysis.add_scores(R, **row, x_adv=x, purifiers={"none": None, "id": nn.Identity()}, attack="none",
+                        threat="none", eps=0.0)
     f = R.frame.set_index(["table", "defense", "attack"])
     assert f.loc[("t1", "none", "a"), "value"] == 0.25 and f.loc[("t1", "id", "none"), "value"] == 0.25
-    psnr, ssim = isogan.quality(x_adv[:2], x[:2])
+    psnr, ssim = analysis.quality(x_adv[:2], x[:2])
     assert f.loc[("t3", "none", "a"), "value"] == pytest.approx(psnr.mean().item(), rel=1e-5)
     assert f.loc[("t4", "id", "a"), "value"] == pytest.approx(ssim.mean().item(), rel=1e-5)
     assert f.loc[("t3", "none", "a"), "n"] == 2
@@ -168,10 +169,10 @@ def test_add_scores_rows():
 
 def test_paired_difference():
     a = torch.linspace(10, 20, 50)
-    d = isogan.paired_difference(a, a + 0.5)
+    d = analysis.paired_difference(a, a + 0.5)
     assert [d["mean"], d["low"], d["high"]] == pytest.approx([0.5, 0.5, 0.5])
     noise = torch.randn(400, generator=torch.Generator().manual_seed(0))
-    d = isogan.paired_difference(a.repeat(8), a.repeat(8) + noise)
+    d = analysis.paired_difference(a.repeat(8), a.repeat(8) + noise)
     assert d["low"] < 0 < d["high"] and d["high"] - d["low"] < 0.5
 
 
@@ -189,11 +190,11 @@ def test_explorer_frame_is_a_png(mnist_model, mnist_data):
     g = APEGAN(1).eval()
     x, y = mnist_data["x_test"][:1], mnist_data["y_test"][:1]
     for threat in ("oblivious", "whitebox"):
-        png = isogan.explorer_frame(g, mnist_model, x, y, eps=0.2, threat=threat, steps=2,
-                                    class_names=[str(i) for i in range(10)])
+        png = analysis.explorer_frame(g, mnist_model, x, y, eps=0.2, threat=threat, steps=2,
+                                      class_names=[str(i) for i in range(10)])
         assert png[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="threat"):
-        isogan.explorer_frame(g, mnist_model, x, y, eps=0.2, threat="bpda", steps=2, class_names=["0"] * 10)
+        analysis.explorer_frame(g, mnist_model, x, y, eps=0.2, threat="bpda", steps=2, class_names=["0"] * 10)
 
 
 # ----------------------------------------------------------------------------------------- bad inputs
@@ -232,4 +233,4 @@ def test_bad_inputs_raise(triples, mnist_model):
     with pytest.raises(ValueError, match="scores"):
         isogan.choose({}, reference=0.9)
     with pytest.raises(ValueError, match="a, b"):
-        isogan.paired_difference(torch.zeros(3), torch.zeros(4))
+        analysis.paired_difference(torch.zeros(3), torch.zeros(4))

@@ -5,7 +5,9 @@ import dataclasses
 import inspect
 import json
 import re
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 
@@ -140,6 +142,14 @@ def test_weights_of_another_recipe_or_other_code_are_not_used(private):
         assert weights.lookup(r.recipe_hash(), r.code_hash(), r.NAME) is None
 
 
+def test_a_missing_file_is_trained_through_its_recipe_saying_how_long(private):
+    e = ship_tiny()
+    (private / "weights" / e["file"]).unlink()
+    r = tiny_lenet()
+    with pytest.warns(UserWarning, match=r"file is missing: not used; the recipe trains the model now \(it"):
+        assert weights.lookup(r.recipe_hash(), r.code_hash(), r.NAME) is None
+
+
 def test_ship_skips_what_is_up_to_date(private, monkeypatch):
     monkeypatch.setattr(zoo, "recipe", lambda slug, profile: tiny_lenet())
     first = zoo.ship("vanilla", "smoke")
@@ -176,3 +186,11 @@ def test_finetuning_starts_from_the_trained_classifier(private):
     assert len(history["adv_acc"]) == 1
     distance = sum((a - b).pow(2).sum() for a, b in zip(tuned.parameters(), model.parameters())).sqrt()
     assert 0 < distance.item() < 0.5 * sum(p.pow(2).sum() for p in model.parameters()).sqrt().item()
+
+
+def test_every_leaderboard_slug_names_the_same_model_in_its_chapter():
+    root = Path(__file__).resolve().parents[1] / "results" / "quick"
+    board = pd.read_csv(root / "07_leaderboard.csv")
+    for slug in board["defense"].unique():
+        chapter = pd.read_csv(root / f"{zoo.entry(slug).chapter}.csv")
+        assert slug in set(chapter["defense"]), f"{slug} is not in {zoo.entry(slug).chapter}'s results"

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import Tensor, nn
 
+from .analysis import gandef as gandef_analysis
 from . import adaptive, attacks, evaluate, results, zoo
 from .checks import check_images, check_labels
-from .defenses import gandef
 from .profiles import Profile
 from .runtime import model_device, progress, seed_everything
 from .zoo import Defense
@@ -112,7 +112,7 @@ def handled(d: Defense, x: Tensor, y: Tensor, adversarial: bool = True) -> Tenso
     correct = evaluate.predict(system(d), x).argmax(1).cpu() == y.cpu()
     if d.detector is None:
         return correct
-    rejected = gandef.scores(d.detector, x)[1] > THRESHOLD
+    rejected = gandef_analysis.scores(d.detector, x)[1] > THRESHOLD
     return correct | rejected if adversarial else correct & ~rejected
 
 
@@ -152,9 +152,9 @@ def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tens
         return adaptive.latent_attack(decoder, d.classifier, x, y, eps=budget.eps, z_init=z0, lr=0.05,
                                       c=100.0, steps=budget.latent_steps, kappa=5.0, norm=budget.norm)
     if attack == "detector_aware":
-        return evaluate.attack_dataset(gandef.adaptive_attack, d.detector, x, y, desc=desc, eps=budget.eps,
-                                       alpha=budget.eps / 2, steps=budget.steps, stages=budget.stages,
-                                       restarts=budget.restarts, threshold=THRESHOLD)
+        return evaluate.attack_dataset(gandef_analysis.adaptive_attack, d.detector, x, y, desc=desc,
+                                       eps=budget.eps, alpha=budget.eps / 2, steps=budget.steps,
+                                       stages=budget.stages, restarts=budget.restarts, threshold=THRESHOLD)
     raise ValueError(f"attack: expected one of oblivious, pgd, bpda, eot, bpda_eot, latent, detector_aware, "
                      f"got {attack!r}")
 

@@ -248,7 +248,8 @@ def ship(slug: str, profile: str) -> dict[str, Any] | None:
         return None
     recipe_hash, code_hash, key = r.recipe_hash(), r.code_hash(), r.key()  # before training: the code it runs
     e = weights.entry(slug, profile)
-    if e is not None and (e["recipe_hash"], e["code_hash"]) == (recipe_hash, code_hash):
+    if e is not None and (e["recipe_hash"], e["code_hash"]) == (recipe_hash, code_hash) \
+            and (weights.weights_dir() / e["file"]).exists():
         weights.read(e)  # verified, or a loud error
         return None
     commit = results.git_commit()

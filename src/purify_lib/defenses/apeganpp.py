@@ -35,14 +35,14 @@ classifier itself as the "third-party" ``T``, and left dropout on at test time i
 To test the paper's claims about stability and vanishing gradients, every training step records the losses
 and two gradient norms of the generator (:func:`grad_norm`): of its whole loss (``g_grad_norm``) and of the
 adversarial term alone (``adv_grad_norm``); :func:`apegan_step_with_norms` records the same for APE-GAN, and
-:func:`stability_summary` turns both into numbers. One consequence of the weights worth knowing: the MSE is a
-mean over pixels, so its gradient is tiny next to that of an unbounded critic's score (whose input gradient
-the penalty holds near norm 1 per image); the generator is driven mostly by the critic and by ``T``.
+:func:`purify_lib.analysis.apeganpp.stability_summary` turns both into numbers. One consequence of the
+weights worth knowing: the MSE is a mean over pixels, so its gradient is tiny next to that of an unbounded
+critic's score (whose input gradient the penalty holds near norm 1 per image); the generator is driven mostly
+by the critic and by ``T``.
 ``Critic(code_critic=True)`` rebuilds the code's sigmoid-and-batch-norm critic for an ablation.
 
-For the chapter's tables, :func:`craft` makes each attack's examples once per attacked classifier and
-:func:`score` scores any number of defended systems on them; :func:`cw_distortion` is the minimum-distortion
-measure. How every model is trained at each profile lives in :mod:`purify_lib.recipes.apeganpp`.
+The chapter's tables are filled by :mod:`purify_lib.analysis.apeganpp`; how every model is trained at each
+profile lives in :mod:`purify_lib.recipes.apeganpp`.
 """
 from __future__ import annotations
 
@@ -54,11 +54,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attacks import attack_mode, cw_l2
+from ..attacks import attack_mode
 from ..checks import check_image_shape, check_images, check_int, check_labels, check_positive
-from ..evaluate import Defended, accuracy, attack_dataset, predict
-from ..norms import flip_distances
-from ..results import Results
+from ..evaluate import Defended, accuracy
 from ..runtime import model_device
 from ..train import Loop, Step, run
 from . import apegan
@@ -73,7 +71,6 @@ PAPER_WEIGHTS: tuple[float, float] = (0.5, 0.5)
 GP_WEIGHT = 10.0
 """The gradient penalty's weight (the code's, and WGAN-GP's)."""
 
-Attack = Callable[..., Tensor]
 Validator = Callable[[], Mapping[str, float]]
 
 
@@ -390,85 +387,3 @@ def mixed_fgsm_pairs(classifier: nn.Module, x: Tensor, y: Tensor, eps: Sequence[
     adv = torch.cat([apegan.fgsm_pairs(classifier, x, y, e, key=key) for e in eps])
     return x.repeat(k, 1, 1, 1), adv, y.repeat(k)
 
-
-def craft(source: nn.Module, x: Tensor, y: Tensor,
-          attacks: Mapping[str, tuple[Attack, Mapping[str, Any], int]], *,
-          batch_size: int = 256) -> dict[str, tuple[Tensor, Tensor]]:
-    """Adversarial examples crafted **once** on ``source`` (the paper's classifier S) for every attack.
-
-    ``attacks``: name → ``(attack, params, n)``: the attack runs on the first ``n`` images. Returns name →
-    ``(x_adv, y)`` for those images; score any defended system on them with :func:`score`.
-    """
-    found = {}
-    for name, (attack, params, n) in attacks.items():
-        xs, ys = x[:n], y[:n]
-        found[name] = (attack_dataset(attack, source, xs, ys, batch_size, desc=name, **params), ys)
-    return found
-
-
-def score(results: Results, examples: Mapping[str, tuple[Tensor, Tensor]], systems: Mapping[str, nn.Module],
-          *, table: str | Mapping[str, str], dataset: str, classifier: str, eps: Mapping[str, float],
-          threat: str = "oblivious", batch_size: int = 500) -> None:
-    """Add one ``accuracy`` row per system × attack: the system's accuracy on the examples of :func:`craft`.
-
-    ``systems``: defense name → the defended model (e.g. ``Defended(G, S)``, or ``S`` itself for "none");
-    ``table``: one table label, or defense name → table label; ``eps``: attack name → its ε (0 if absent).
-    """
-    for defense, system in systems.items():
-        label = table if isinstance(table, str) else table[defense]
-        for attack, (x_adv, y) in examples.items():
-            results.add(table=label, dataset=dataset, classifier=classifier, defense=defense, attack=attack,
-                        threat=threat, eps=float(eps.get(attack, 0.0)), metric="accuracy",
-                        value=accuracy(system, x_adv, y, batch_size), n=len(y))
-
-
-def cw_distortion(target: nn.Module, system: nn.Module, x: Tensor, y: Tensor, **cw: Any) -> dict[str, float]:
-    """C&W-L2 (:func:`purify_lib.attacks.cw_l2`, parameters ``cw``) crafted on ``target``, scored on
-    ``system``.
-
-    Returns ``accuracy`` of ``system`` on the examples, ``n_fooled``: how many images ``system`` classified
-    right before and wrong after, and, when there are any, ``median_l2``: their median L2 distortion.
-    """
-    x_adv = attack_dataset(cw_l2, target, x, y, desc="C&W-L2", **cw)
-    l2 = flip_distances(system, x, y, x_adv)
-    found = {"accuracy": accuracy_mask(system, x_adv, y).float().mean().item(), "n_fooled": float(len(l2))}
-    if len(l2):
-        found["median_l2"] = l2.median().item()
-    return found
-
-
-def accuracy_mask(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 500) -> Tensor:
-    """Per image: whether ``model`` classifies it as ``y`` (a boolean tensor on the CPU)."""
-    return predict(model, x, batch_size).argmax(1).cpu() == y.cpu()
-
-
-def stability_summary(history: Mapping[str, Any], fraction: float = 0.1) -> dict[str, float]:
-    """The numbers behind the loss curves of figs 4–5, from a history with per-step lists
-    (``history["steps"]``).
-
-    - ``adv_grad_first`` / ``adv_grad_last``: the median of ``adv_grad_norm`` (the adversarial term's gradient
-      reaching the generator) over the first / last ``fraction`` of the steps, and ``adv_grad_min`` its
-      smallest value: a vanishing gradient shows as a last (or minimum) value far below the first;
-    - ``g_grad_first`` / ``g_grad_last``: the same for the generator's whole loss;
-    - ``g_loss_jitter`` / ``d_loss_jitter``: the median absolute change of the loss between consecutive steps,
-      as a fraction of its spread over the run (10th to 90th percentile): scale-free, so a BCE loss and a
-      Wasserstein loss can be compared; large values mean a noisy, oscillating curve.
-    """
-    if not 0 < fraction <= 0.5:
-        raise ValueError(f"fraction: expected a number in (0, 0.5], got {fraction!r}")
-    steps = history.get("steps") if isinstance(history, Mapping) else None
-    needed = ("adv_grad_norm", "g_grad_norm", "g_loss", "d_loss")
-    if not steps or any(len(steps.get(k, ())) < 2 for k in needed):
-        raise ValueError(f"history: expected per-step lists {', '.join(needed)} (two steps or more)")
-    out: dict[str, float] = {}
-    for name, key in (("adv_grad", "adv_grad_norm"), ("g_grad", "g_grad_norm")):
-        values = torch.tensor(steps[key], dtype=torch.float64)
-        k = max(1, int(len(values) * fraction))
-        out[f"{name}_first"] = values[:k].quantile(0.5).item()
-        out[f"{name}_last"] = values[-k:].quantile(0.5).item()
-        out[f"{name}_min"] = values.min().item()
-    for key in ("g_loss", "d_loss"):
-        values = torch.tensor(steps[key], dtype=torch.float64)
-        spread = (values.quantile(0.9) - values.quantile(0.1)).item()
-        out[f"{key}_jitter"] = values.diff().abs().quantile(0.5).item() / spread if spread > 0 else 0.0
-    return out
