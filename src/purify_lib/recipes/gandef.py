@@ -19,11 +19,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from .. import attacks, classifiers, data, train
 from ..defenses import gandef
-from .base import Recipe
+from .classifiers import Classifier
 
 METHODS = ("Pure PGD", "Mix PGD", "Logit Pairing", "GanDef V1", "GanDef")
 LOSSES = {"Pure PGD": dict(clean_weight=0.0), "Mix PGD": dict(clean_weight=0.5),
@@ -36,17 +36,12 @@ CONVERGED = {"smoke": dict(train_eps=0.1, train_alpha=0.067), "quick": dict(trai
 
 
 @dataclasses.dataclass(frozen=True)
-class Method(Recipe):
+class Method(Classifier):
     """One of :data:`METHODS` on a LeNet (``classifier``) with a PGD training adversary."""
 
-    method: str = "Pure PGD"
-    classifier: str = "lenet"
-    n_train: int | None = 6_000
-    n_val: int = 2_000
-    epochs: int = 3
     batch_size: int = 64
-    lr: float = 1e-3
     lr_schedule: str = "decay"
+    method: str = "Pure PGD"
     train_eps: float = 0.3
     train_alpha: float = 0.2
     train_steps: int = 2
@@ -82,17 +77,11 @@ class Method(Recipe):
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {', '.join(METHODS)}, got {self.method!r}")
 
-    def code(self) -> tuple[Any, ...]:
-        return (*self.CODE, classifiers.REGISTRY[self.classifier])
-
     def network(self) -> nn.Module:
-        model = classifiers.build(self.classifier, self.dataset)
+        model = super().network()
         if self.method.startswith("GanDef"):
             return gandef.GanDef(model, gandef.LogitDiscriminator(data.info(self.dataset).num_classes))
         return model
-
-    def training_data(self) -> tuple[Tensor, ...]:
-        return data.load(self.dataset, "train", n=self.n_train)
 
     def adversary(self, n: int) -> train.WarmupPGD:
         """A fresh training adversary for ``n`` training images."""
@@ -105,7 +94,7 @@ class Method(Recipe):
         x, y = self.training_data()
         common = dict(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
                       lr_schedule=self.lr_schedule, seed=self.seed,
-                      val=data.load(self.dataset, "val", n=self.n_val), adversary=self.adversary(len(y)),
+                      val=self.validation_data(), adversary=self.adversary(len(y)),
                       desc=self.method)
         if isinstance(model, gandef.GanDef):
             variant = "v1" if self.method == "GanDef V1" else "v2"
