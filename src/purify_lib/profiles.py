@@ -1,9 +1,10 @@
-"""Run profiles: the one place that says what ``smoke``, ``quick`` and ``paper`` mean.
+"""Run profiles: the one place that says what ``smoke``, ``quick``, ``full`` and ``paper`` mean.
 
 - ``smoke``: CI on a CPU. Seconds per chapter; only proves the code runs. Numbers are meaningless.
 - ``quick``: a 2-core laptop CPU. Minutes per chapter; meaningful MNIST numbers on subsets.
-- ``full``: the complete MNIST and the papers' architectures, each model trained once on the CPU and its
-  weights shipped (:mod:`purify_lib.weights`); chapters evaluate the shipped models.
+- ``full``: the complete MNIST and the papers' architectures, each model trained once on the CPU
+  (``make weights PROFILE=full``) and its weights shipped (:mod:`purify_lib.weights`). Chapters at ``full``
+  load what is shipped; a model not shipped yet is trained through its recipe, for hours.
 - ``paper``: a GPU. The papers' data sizes, epochs and hyper-parameters.
 
 ``datasets`` names the chapters' dataset keys; each chapter maps them to what exists offline: ``cifar10``
