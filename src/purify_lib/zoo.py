@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import nn
 
-from . import evaluate, results, weights
+from . import cache, evaluate, results, weights
 from .defenses import aegan, defensegan, transforms
 from .profiles import PROFILE_NAMES
 from .recipes import apegan as apegan_recipes
@@ -113,12 +113,9 @@ def _purifier(module: nn.Module, history: dict, classifier: nn.Module, profile: 
 
 
 def _aegan_rs(module: nn.Module, history: dict, classifier: nn.Module, profile: str) -> dict[str, Any]:
-    rs = aegan.AEGANPurifier(
-        module.encoder, module.decoder, steps=aegan_recipes.SEARCH_STEPS, lr=float(history["search_lr"])
-    )
-    return dict(
-        purifier=rs, surrogate=module, generator=(rs.decoder, rs.encoder), costly=True, max_images=None
-    )
+    rs = aegan.AEGANPurifier(module.encoder, module.decoder, steps=aegan_recipes.SEARCH_STEPS,
+                             lr=float(history["search_lr"]))  # the step its recipe chose on validation
+    return dict(purifier=rs, surrogate=module, generator=(rs.decoder, rs.encoder), costly=True)
 
 
 def _defensegan(stand_in: bool) -> Make:
@@ -213,20 +210,16 @@ def model(slug: str, profile: str) -> tuple[nn.Module, dict[str, Any]]:
     return build(r)
 
 
-def _make(
-    e: Entry, module: nn.Module, history: dict[str, Any], classifier: nn.Module, profile: str
-) -> Defense:
+def _make(e: Entry, module: nn.Module, history: dict[str, Any], classifier: nn.Module,
+          profile: str) -> Defense:
     fields = e.make(module, history, classifier, profile)
-    return Defense(
-        e.slug, e.name, e.chapter, **{"classifier": classifier, **fields}, train_seconds=seconds(history)
-    )
+    return Defense(e.slug, e.name, e.chapter, **{"classifier": classifier, **fields},
+                   train_seconds=seconds(history))
 
 
 def load(slug: str, profile: str) -> Defense:
     """The defense ``slug`` at ``profile``, ready to use (its classifier is the zoo's :data:`CLASSIFIER`
     unless the model is a classifier itself). ``trained_now`` lists the cache entries this call computed."""
-    from . import cache
-
     before = len(cache.computed())
     classifier, _ = model(CLASSIFIER, profile)
     module, history = model(slug, profile)
