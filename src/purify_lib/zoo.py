@@ -233,19 +233,22 @@ def load_all(profile: str, only: Sequence[str] | None = None) -> dict[str, Defen
     return {slug: load(slug, profile) for slug in progress(only or slugs(profile), desc="zoo", leave=False)}
 
 
-def ship(slug: str, profile: str) -> dict[str, Any] | None:
+def ship(slug: str, profile: str, commit: str | None = None,
+         code_hash: str | None = None) -> dict[str, Any] | None:
     """Train ``slug`` at ``profile`` if needed and write its weights and manifest entry; ``None`` when the
-    shipped weights already match its recipe and code (or it has nothing to train)."""
+    shipped weights already match its recipe and code (or it has nothing to train). ``commit`` and
+    ``code_hash``: those of the code this process imported (default: the working tree's now)."""
     r = recipe(slug, profile)
     if r is None:
         return None
-    recipe_hash, code_hash, key = r.recipe_hash(), r.code_hash(), r.key()  # before training: the code it runs
+    recipe_hash, key = r.recipe_hash(), r.key()
+    code_hash = code_hash or r.code_hash()
     e = weights.entry(slug, profile)
     if e is not None and (e["recipe_hash"], e["code_hash"]) == (recipe_hash, code_hash) \
             and (weights.weights_dir() / e["file"]).exists():
         weights.read(e)  # verified, or a loud error
         return None
-    commit = results.git_commit()
+    commit = commit or results.git_commit()
     module, history = build(r)
     classifier = module if slug == CLASSIFIER else model(CLASSIFIER, profile)[0]
     made = entry(slug)
@@ -276,9 +279,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = args.models or slugs(args.profile, trained=True)
     for slug in chosen:
         entry(slug)
+    # the code this process imported, whatever is edited while it trains for hours
+    commit = results.git_commit()
+    code = {slug: recipe(slug, args.profile).code_hash() for slug in chosen if recipe(slug, args.profile)}
     for slug in progress(chosen, desc=f"weights ({args.profile})"):
         start = time.perf_counter()
-        shipped = ship(slug, args.profile)
+        shipped = ship(slug, args.profile, commit, code.get(slug))
         took = time.perf_counter() - start
         if shipped is None:
             print(f"{slug}: up to date", flush=True)
