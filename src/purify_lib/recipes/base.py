@@ -14,7 +14,6 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import time
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -157,10 +156,8 @@ def build(recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
     prefix = cache.cache_dir() / "checkpoints" / f"{recipe.NAME}-{cache.key_hash(key)}"
 
     def fit(m: nn.Module) -> dict[str, Any]:
-        start = time.perf_counter()
         with train.checkpoints(prefix):
-            history = recipe.fit(m)
-        return {**history, "build_seconds": time.perf_counter() - start}
+            return recipe.fit(m)
 
     return cache.load_or_train(model, fit, key, name=recipe.NAME)
 
