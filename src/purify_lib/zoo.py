@@ -217,11 +217,13 @@ def _make(e: Entry, module: nn.Module, history: dict[str, Any], classifier: nn.M
                    train_seconds=seconds(history))
 
 
-def load(slug: str, profile: str) -> Defense:
-    """The defense ``slug`` at ``profile``, ready to use (its classifier is the zoo's :data:`CLASSIFIER`
-    unless the model is a classifier itself). ``trained_now`` lists the cache entries this call computed."""
+def load(slug: str, profile: str, classifier: nn.Module | None = None) -> Defense:
+    """The defense ``slug`` at ``profile``, ready to use (its classifier is the zoo's :data:`CLASSIFIER`,
+    or ``classifier`` when given, unless the model is a classifier itself). ``trained_now`` lists the cache
+    entries this call computed."""
     before = len(cache.computed())
-    classifier, _ = model(CLASSIFIER, profile)
+    if classifier is None:
+        classifier, _ = model(CLASSIFIER, profile)
     module, history = model(slug, profile)
     d = _make(entry(slug), module, history, classifier, profile)
     d.trained_now = cache.computed()[before:]
@@ -229,8 +231,10 @@ def load(slug: str, profile: str) -> Defense:
 
 
 def load_all(profile: str, only: Sequence[str] | None = None) -> dict[str, Defense]:
-    """Every defense of the zoo at ``profile`` (or the slugs in ``only``), by slug."""
-    return {slug: load(slug, profile) for slug in progress(only or slugs(profile), desc="zoo", leave=False)}
+    """Every defense of the zoo at ``profile`` (or the slugs in ``only``), by slug, behind one classifier."""
+    classifier, _ = model(CLASSIFIER, profile)
+    return {slug: load(slug, profile, classifier)
+            for slug in progress(only or slugs(profile), desc="zoo", leave=False)}
 
 
 def ship(slug: str, profile: str, commit: str | None = None,

@@ -63,16 +63,16 @@ class AEGANRS(Recipe):
     search_fgsm_eps: float = 0.3
 
     NAME = "aegan"
-
-    def __post_init__(self) -> None:
-        if self.variant not in aegan.VARIANTS:
-            raise ValueError(f"variant: expected one of {', '.join(aegan.VARIANTS)}, got {self.variant!r}")
     CODE = (aegan.Encoder, aegan.Decoder, aegan.Discriminator, aegan.AEGAN, aegan.sample_prior,
             aegan.aegan_step, aegan.train_aegan, aegan.latent_search, aegan.AEGANPurifier,
             aegan.choose_search_lr, attacks.fgsm, run, Loop, lr_factor, lr_scheduler)
     PARTS = {"target": ClassifierA}
     PROFILES = {"smoke": dict(width=8, n_train=512, n_val=100, epochs=1, n_search_val=32), "quick": {},
                 "full": _GAN_FULL, "paper": {**_GAN_FULL, "n_search_val": 1_000}}
+
+    def __post_init__(self) -> None:
+        if self.variant not in aegan.VARIANTS:
+            raise ValueError(f"variant: expected one of {', '.join(aegan.VARIANTS)}, got {self.variant!r}")
 
     def network(self) -> nn.Module:
         info = data.info(self.dataset)
