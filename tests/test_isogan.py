@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from purify_lib.analysis import isogan as analysis
-from purify_lib import norms
+from purify_lib import norms, stats
 from purify_lib.attacks import fgsm
 from purify_lib.defenses import isogan
 from purify_lib.defenses.apegan import APEGAN, Discriminator
@@ -169,10 +169,10 @@ def test_add_scores_rows():
 
 def test_paired_difference():
     a = torch.linspace(10, 20, 50)
-    d = analysis.paired_difference(a, a + 0.5)
+    d = stats.paired_bootstrap(a, a + 0.5)
     assert [d["mean"], d["low"], d["high"]] == pytest.approx([0.5, 0.5, 0.5])
     noise = torch.randn(400, generator=torch.Generator().manual_seed(0))
-    d = analysis.paired_difference(a.repeat(8), a.repeat(8) + noise)
+    d = stats.paired_bootstrap(a.repeat(8), a.repeat(8) + noise)
     assert d["low"] < 0 < d["high"] and d["high"] - d["low"] < 0.5
 
 
@@ -233,4 +233,4 @@ def test_bad_inputs_raise(triples, mnist_model):
     with pytest.raises(ValueError, match="scores"):
         isogan.choose({}, reference=0.9)
     with pytest.raises(ValueError, match="a, b"):
-        analysis.paired_difference(torch.zeros(3), torch.zeros(4))
+        stats.paired_bootstrap(torch.zeros(3), torch.zeros(4))

@@ -21,11 +21,17 @@ from typing import Any
 import pandas as pd
 import torch
 
+from . import stats
 from .profiles import Profile
 from .runtime import get_device
 
 COLUMNS = ("chapter", "table", "dataset", "classifier", "defense", "attack", "threat", "eps", "metric",
-           "value", "n")
+           "value", "n", "low", "high")
+PROPORTIONS = ("accuracy", "success_rate", "comb_accuracy", "correct_or_rejected", "rejection_rate",
+               "accuracy_r", "accuracy_rs", "undetected", "undetected_and_wrong", "detection_mse",
+               "detection_l1", "train_adv_accuracy", "accuracy_at_5fpr")
+"""The metrics that are fractions of the row's ``n`` images: their rows carry Wilson's 95% interval in
+``low`` and ``high`` (:func:`purify_lib.stats.wilson`); every other metric leaves both empty."""
 THREATS = ("none", "oblivious", "whitebox", "bpda", "eot", "bpda_eot", "blackbox", "adaptive")
 """Every threat model a row can carry (:mod:`purify_lib.evaluate` runs the first six):
 
@@ -99,14 +105,18 @@ class Results:
 
     def add(self, *, table: str, dataset: str, classifier: str, defense: str, attack: str, threat: str,
             eps: float, metric: str, value: float, n: int) -> None:
-        """Record one number (keyword arguments only). ``threat`` must be one of :data:`THREATS`."""
+        """Record one number (keyword arguments only). ``threat`` must be one of :data:`THREATS`; a metric of
+        :data:`PROPORTIONS` gets its Wilson interval over ``n``."""
         if threat not in THREATS:
             raise ValueError(f"threat: expected one of {', '.join(THREATS)}, got {threat!r}")
         if not isinstance(value, (int, float)) or math.isnan(float(value)):
             raise ValueError(f"value: expected a number, got {value!r}")
+        low = high = float("nan")
+        if metric in PROPORTIONS:
+            low, high = stats.wilson(float(value), int(n))
         self.rows.append(dict(chapter=self.chapter, table=table, dataset=dataset, classifier=classifier,
                               defense=defense, attack=attack, threat=threat, eps=float(eps), metric=metric,
-                              value=float(value), n=int(n)))
+                              value=float(value), n=int(n), low=low, high=high))
 
     def value(self, **where: Any) -> float:
         """The one number whose row matches ``where`` (column=value; floats such as ``eps`` to 1e-6), NaN if
@@ -153,7 +163,7 @@ def published(chapter: str) -> pd.DataFrame:
     """The numbers typed from the paper for ``chapter`` (``book/published/<chapter>.csv``; none: empty)."""
     path = repo_root() / "book" / "published" / f"{chapter}.csv"
     if not path.is_file():
-        return pd.DataFrame(columns=[*COLUMNS[:-1], "source"])
+        return pd.DataFrame(columns=[*KEY, "chapter", "value", "source", "note"])
     return pd.read_csv(path)
 
 
@@ -167,21 +177,29 @@ def side_by_side(ours: pd.DataFrame, chapter: str, table: str, committed: str | 
         committed: a profile whose committed results (``results/<profile>/``) to add as a column.
 
     Returns:
-        One row per key with columns ``published``, ``ours`` and, if asked, ``ours (<profile>)``, plus
-        ``ours − published`` in points where both exist. Missing entries are NaN: nothing is filled in.
+        One row per key with columns ``published``, ``ours`` with its 95% interval and ``n`` (the images it was
+        measured on) and, if asked, the same for ``ours (<profile>)``, plus ``ours − published`` where both
+        exist. Missing entries are NaN: nothing is filled in.
     """
-    def keyed(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    def keyed(frame: pd.DataFrame, column: str, n: str | None = None) -> pd.DataFrame:
         frame = frame[frame["table"] == table].copy()
         frame["eps"] = frame["eps"].astype(float).round(6)
-        return frame[list(KEY) + ["value"]].rename(columns={"value": column})
+        if n is None:
+            return frame[list(KEY) + ["value"]].rename(columns={"value": column})
+        if "low" not in frame:
+            frame["low"] = frame["high"] = float("nan")
+        frame[f"{column} 95% interval"] = [
+            "" if pd.isna(lo) else f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(frame["low"], frame["high"])]
+        return frame[list(KEY) + ["value", f"{column} 95% interval", "n"]].rename(
+            columns={"value": column, "n": n})
 
     pub = published(chapter)
-    merged = keyed(pub, "published").merge(keyed(ours, "ours"), on=list(KEY), how="outer")
+    merged = keyed(pub, "published").merge(keyed(ours, "ours", "n"), on=list(KEY), how="outer")
     if committed:
         found = load(chapter, committed)
         label = f"ours ({committed})"
         if found is not None:
-            merged = merged.merge(keyed(found[0], label), on=list(KEY), how="left")
+            merged = merged.merge(keyed(found[0], label, f"n ({committed})"), on=list(KEY), how="left")
         else:
             merged[label] = float("nan")
     merged["ours − published"] = merged["ours"] - merged["published"]
@@ -216,7 +234,9 @@ def compare(run: Results, table: str, committed: str | None = "quick") -> tuple[
         found = load(run.chapter, other)
         notes.append(f"`ours ({other})`: the committed run of {found[1].get('date', '?')}, commit "
                      f"{found[1].get('commit', '?')}." if found else f"No committed `{other}` run was found.")
-    return frame[~missing].reset_index(drop=True), " ".join(notes)
+    frame = frame[~missing].reset_index(drop=True)
+    empty = [c for c in frame.columns if c.endswith("95% interval") and not frame[c].fillna("").any()]
+    return frame.drop(columns=empty), " ".join(notes)
 
 
 def show(run: Results, table: str, committed: str | None = "quick") -> None:

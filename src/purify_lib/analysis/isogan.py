@@ -1,5 +1,5 @@
 """Chapter 6's analysis of IsoGAN: purification, image quality (PSNR/SSIM), the tables' row writer,
-paired bootstrap differences and the explorer's frames.
+and the explorer's frames (paired differences: :func:`purify_lib.stats.paired_bootstrap`).
 
 The paper's method itself (networks, losses, step, training) is :mod:`purify_lib.defenses.isogan`.
 """
@@ -13,13 +13,12 @@ from torch import Tensor, nn
 
 from .. import metrics, plots
 from ..attacks import pgd
-from ..checks import check_positive
 from ..defenses.isogan import CHANGED
 from ..evaluate import Defended, accuracy, predict
 from ..results import Results
 from ..runtime import model_device
 
-__all__ = ["purify", "quality", "add_scores", "paired_difference", "explorer_frame"]
+__all__ = ["purify", "quality", "add_scores", "explorer_frame"]
 
 
 def purify(generator: nn.Module, x: Tensor, batch_size: int = 500) -> Tensor:
@@ -62,29 +61,6 @@ def add_scores(R: Results, *, table: str, dataset: str, classifier: str, model: 
             R.add(
                 table=t, **row, defense=name, metric=metric, value=values.mean().item(), n=int(changed.sum())
             )
-
-
-def paired_difference(
-    a: Tensor, b: Tensor, *, n_boot: int = 2_000, seed: int = 0, level: float = 0.95
-) -> dict[str, float]:
-    """Mean of ``b − a`` over paired per-image values, with a percentile bootstrap interval over images.
-
-    The interval covers the sampling of test images only, not the randomness of training.
-    Returns ``mean``, ``low``, ``high``.
-    """
-    if not (
-        isinstance(a, Tensor) and isinstance(b, Tensor) and a.ndim == 1 and a.shape == b.shape and len(a)
-    ):
-        raise ValueError("a, b: expected two non-empty 1-D tensors of equal length")
-    if not 0 < level < 1:
-        raise ValueError(f"level: expected a number in (0, 1), got {level!r}")
-    n_boot = int(check_positive(n_boot, "n_boot"))
-    diff = (b - a).double().cpu()
-    idx = torch.randint(len(diff), (n_boot, len(diff)), generator=torch.Generator().manual_seed(seed))
-    means = diff[idx].mean(1)
-    tail = (1 - level) / 2
-    low, high = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=means.dtype)).tolist()
-    return {"mean": diff.mean().item(), "low": low, "high": high}
 
 
 def explorer_frame(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Tensor, *, eps: float,
