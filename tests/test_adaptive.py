@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from purify_lib import attacks
 from purify_lib.adaptive import (BPDA, EOT, bpda, check_differentiable, detector_aware_loss, eot,
                                  gradient_is_masked, latent_attack, worst_per_image)
+from purify_lib.attacks import _margin
 from purify_lib.classifiers import Dropout
 from purify_lib.defenses.transforms import BitDepth, MedianSmoothing, TVMinimisation
 
@@ -230,12 +231,33 @@ def test_latent_attack_fools_classifier_within_budget(mnist_model, batch):
     assert (small - x[:8]).flatten(1).norm(dim=1).max() <= 0.5 + 1e-5
 
 
+def test_latent_attack_keeps_the_best_iterate_not_the_clipped_last(mnist_model, batch):
+    """With ``kappa = 0`` the objective's minimum lies on the decision boundary, so the last iterate hovers
+    across it; the best iterate inside the ball is misclassified."""
+    x, y = batch[0][:100], batch[1][:100]
+    z_init = torch.logit(x.clamp(0.01, 0.99)).flatten(1)
+    generator, common = SigmoidDecoder(), dict(eps=0.3, steps=40, lr=0.1, c=1.0, kappa=0.0)
+    z = z_init.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=common["lr"])
+    for _ in range(common["steps"]):  # the former attack: the last iterate, clipped into the ball
+        image = generator(z)
+        hinge = (-_margin(mnist_model(image), y)).clamp_min(0)
+        optimizer.zero_grad()
+        ((image - x).flatten(1).pow(2).sum(1) + hinge).sum().backward()
+        optimizer.step()
+    last = torch.min(torch.max(generator(z).detach(), x - 0.3), x + 0.3).clamp(0, 1)
+    best = latent_attack(generator, mnist_model, x, y, z_init=z_init, **common)
+    assert (best - x).abs().max() <= 0.3 + 1e-6 and best.min() >= 0 and best.max() <= 1
+    assert accuracy(mnist_model, best, y) <= accuracy(mnist_model, last, y) - 0.3  # measured: 0.05 and 0.74
+
+
 def test_latent_attack_validation(mnist_model, mnist_data):
     x, y = mnist_data["x_test"][:4], mnist_data["y_test"][:4]
     z = torch.zeros(4, 784)
     generator = SigmoidDecoder()
     good = {"eps": 0.1, "z_init": z, "steps": 1}
     for change in ({"eps": 0.0}, {"eps": -1.0}, {"steps": 0}, {"lr": 0.0}, {"c": -1.0}, {"kappa": -1.0},
+                   {"restarts": -1}, {"spread": -1.0}, {"defense": torch.sigmoid},
                    {"norm": "l1"}, {"z_init": torch.zeros(3, 784)}, {"z_init": z.long()},
                    {"z_init": z.clone().fill_(float("nan"))}, {"z_init": torch.zeros(4, 2 * 784)},
                    {"z_init": torch.tensor(0.0)}):

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from .attacks import _check_norm, _margin, _project_, attack_mode
 from .checks import check_images, check_int, check_labels, check_positive
-from .runtime import progress
+from .runtime import eval_mode, progress
 
 __all__ = ["BPDA", "bpda", "EOT", "eot", "gradient_is_masked", "check_differentiable", "detector_aware_loss",
            "latent_attack", "worst_per_image"]
@@ -179,25 +179,33 @@ def detector_aware_loss(lam: float, penalty: Callable[[Tensor], Tensor] = F.soft
 
 def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Tensor, *, eps: float,
                   z_init: Tensor, steps: int = 200, lr: float = 0.05, c: float = 1.0, kappa: float = 0.0,
-                  norm: str = "linf") -> Tensor:
-    """Athalye, Carlini & Wagner's attack on Defense-GAN-like purifiers, which replace ``x`` by ``G(z)``.
+                  norm: str = "linf", restarts: int = 0, spread: float = 1.0,
+                  defense: nn.Module | None = None) -> Tensor:
+    """The attack on Defense-GAN-like purifiers, which replace ``x`` by an image ``G(z)`` of a generator's
+    range.
 
-    Searches, with Adam from ``z_init`` (e.g. an encoder's codes, or random normal codes), for a latent
-    ``z`` minimising per example
+    After Athalye, Carlini & Wagner (2018): search the latent space for a code ``z`` whose image the
+    classifier gets wrong and that lies inside the ``eps``-ball around ``x``, so that ``G(z)`` itself can be
+    submitted: the purifier's projection of a point of its own range should return (close to) that point.
+    Per start, Adam minimises per example
 
-        ``‖G(z) − x‖₂² + c·max(f_y − max_{j≠y} f_j, −kappa)``,   ``f = classifier(G(z))`` (logits):
+        ``‖G(z) − Π(G(z))‖₂² + c·max(f_y − max_{j≠y} f_j, −kappa)``,   ``f = classifier(G(z))`` (logits),
 
-    an image of the generator's range, close to ``x`` and
-    misclassified. Returns ``x_adv``, ``G(z*)`` projected onto the ``eps``-ball around ``x`` (``norm``:
-    ``"linf"`` or ``"l2"``) and onto [0, 1] — the input handed to the defended system. Its purpose: the
-    purifier's own projection of ``x_adv`` onto the range should land near ``G(z*)``, which the classifier
-    gets wrong. When ``G(z*)`` lies outside the ball the projection may not fool the defense; a larger ``c``
-    or ``kappa`` trades distance for confidence. Gradients flow to ``z`` only; both networks run in eval
-    mode with frozen parameters, restored afterwards.
+    where ``Π`` projects onto the ``eps``-ball (``norm``: ``"linf"`` or ``"l2"``) and [0, 1]: the first term
+    is zero inside the ball, so only the part of ``G(z)`` outside it is pulled back. Each step's candidate is
+    ``Π(G(z))``, a valid input; per example the best iterate is kept, not the last: first any whose ``G(z)``
+    lies inside the ball and is misclassified (submitted unchanged, it is a point of the range the purifier
+    should return), else the lowest objective. Starts: ``z_init`` (e.g. an encoder's codes, or the
+    purifier's own projection of ``x``), then ``restarts`` more at ``z_init + spread·N(0, 1)``. Across starts
+    an example keeps the candidate that fools ``defense`` (the whole defended system, images → logits, run
+    once per start) and, without ``defense`` or among equals, the better-ranked one. Gradients flow to ``z``
+    only; the networks run in eval mode with frozen parameters, restored afterwards.
     """
     for name, network in (("generator", generator), ("classifier", classifier)):
         if not isinstance(network, nn.Module):
             raise ValueError(f"{name}: expected an nn.Module, got {type(network).__name__}")
+    if defense is not None and not isinstance(defense, nn.Module):
+        raise ValueError(f"defense: expected an nn.Module or None, got {type(defense).__name__}")
     check_images(x)
     check_labels(y, len(x))
     eps = check_positive(eps, "eps")
@@ -205,6 +213,8 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
     lr = check_positive(lr, "lr")
     c = check_positive(c, "c")
     kappa = check_positive(kappa, "kappa", allow_zero=True)
+    restarts = check_int(restarts, "restarts", 0)
+    spread = check_positive(spread, "spread", allow_zero=True)
     norm = _check_norm(norm)
     if (not isinstance(z_init, Tensor) or not z_init.is_floating_point() or z_init.ndim == 0
             or len(z_init) != len(x)):
@@ -213,23 +223,60 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
     if not torch.isfinite(z_init).all():
         raise ValueError("z_init: contains NaN or inf")
     x, y = x.detach(), y.detach().to(x.device)
-    z = z_init.detach().to(x.device).clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([z], lr=lr)
+    z_init = z_init.detach().to(x.device)
+    best = x.clone()
+    best_loss = torch.full((len(x),), float("inf"), device=x.device)
+    best_fooled = torch.zeros(len(x), dtype=torch.bool, device=x.device)
     with attack_mode(generator), attack_mode(classifier):
         with torch.no_grad():
-            image = generator(z)
+            image = generator(z_init)
         if not isinstance(image, Tensor) or image.shape != x.shape:
             got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise ValueError(f"generator: expected images shaped like x {tuple(x.shape)}, got {got}")
-        for _ in progress(range(steps), desc="latent attack", leave=False):
-            image = generator(z)
-            distance = (image - x).flatten(1).pow(2).sum(1)
-            hinge = (-_margin(classifier(image), y)).clamp_min(-kappa)
-            optimizer.zero_grad(set_to_none=True)
-            (distance + c * hinge).sum().backward()
-            optimizer.step()
-        with torch.no_grad():
-            return _project_(generator(z).clone(), x, eps, norm)
+        for start in range(restarts + 1):
+            z0 = z_init if start == 0 else z_init + spread * torch.randn_like(z_init)
+            cand, cand_loss = _latent_search(generator, classifier, x, y, z0, eps, steps, lr, c, kappa, norm,
+                                             desc=f"latent attack {start + 1}/{restarts + 1}")
+            if defense is None:
+                better = cand_loss < best_loss
+            else:
+                with eval_mode(defense), torch.no_grad():
+                    fooled = defense(cand).argmax(1) != y
+                better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (cand_loss < best_loss))
+                best_fooled = best_fooled | fooled
+            best[better], best_loss[better] = cand[better], cand_loss[better]
+    return best
+
+
+_VALID = 1e6  # lifts a candidate that is inside the ball and misclassified above every other
+_INSIDE = 1e-6  # squared L2 distance from the ball under which G(z) counts as inside it
+
+
+def _latent_search(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Tensor, z0: Tensor,
+                   eps: float, steps: int, lr: float, c: float, kappa: float, norm: str,
+                   desc: str) -> tuple[Tensor, Tensor]:
+    """One start of :func:`latent_attack`: per example the best candidate ``Π(G(z))`` and its rank (lower is
+    better: a ``G(z)`` inside the ball that the classifier gets wrong first, then the objective)."""
+    z = z0.clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([z], lr=lr)
+    best = x.clone()
+    best_loss = torch.full((len(x),), float("inf"), device=x.device)
+    for step in progress(range(steps + 1), desc=desc, leave=False):
+        image = generator(z)
+        inside = _project_(image.detach().clone(), x, eps, norm)
+        outside = (image - inside).flatten(1).pow(2).sum(1)
+        margin = _margin(classifier(image), y)
+        loss = outside + c * (-margin).clamp_min(-kappa)
+        with torch.no_grad():  # a rank: fooling the classifier from inside the ball beats any objective
+            rank = loss - _VALID * ((margin > 0) & (outside <= _INSIDE)).float()
+            better = rank < best_loss
+            best[better], best_loss[better] = inside[better], rank[better]
+        if step == steps:  # the last iterate is scored, not moved
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        optimizer.step()
+    return best, best_loss
 
 
 def worst_per_image(candidates: Sequence[Tensor], ranks: Sequence[Tensor]) -> Tensor:

@@ -177,9 +177,9 @@ def side_by_side(ours: pd.DataFrame, chapter: str, table: str, committed: str | 
         committed: a profile whose committed results (``results/<profile>/``) to add as a column.
 
     Returns:
-        One row per key with columns ``published``, ``ours`` with its 95% interval and ``n`` (the images it was
-        measured on) and, if asked, the same for ``ours (<profile>)``, plus ``ours − published`` where both
-        exist. Missing entries are NaN: nothing is filled in.
+        One row per key with columns ``published``, ``ours`` with its 95% interval and ``n`` (the images it
+        was measured on) and, if asked, the same for ``ours (<profile>)``, plus ``ours − published`` where
+        both exist. Missing entries are NaN: nothing is filled in.
     """
     def keyed(frame: pd.DataFrame, column: str, n: str | None = None) -> pd.DataFrame:
         frame = frame[frame["table"] == table].copy()

@@ -32,7 +32,9 @@ def _check_level(level: float) -> float:
 
 
 def _z(level: float) -> float:
-    return Z95 if level == 0.95 else float(torch.distributions.Normal(0, 1).icdf(torch.tensor(0.5 + level / 2)))
+    if level == 0.95:
+        return Z95
+    return float(torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)))
 
 
 def wilson(value: float, n: int, level: float = 0.95) -> tuple[float, float]:
