@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from purify_lib import attacks
 from purify_lib.adaptive import (BPDA, EOT, bpda, check_differentiable, detector_aware_loss, eot,
-                                 gradient_is_masked, latent_attack, worst_per_image)
+                                 gradient_is_masked, joint_hinge_loss, latent_attack, worst_per_image)
 from purify_lib.attacks import _margin
 from purify_lib.classifiers import Dropout
 from purify_lib.defenses.transforms import BitDepth, MedianSmoothing, TVMinimisation
@@ -280,3 +280,16 @@ def test_worst_per_image_takes_the_highest_rank_then_the_earliest():
         worst_per_image([a, b], ranks)
     with pytest.raises(ValueError, match="a rank per image"):
         worst_per_image([a, b[:2]], ranks[:2])
+
+
+def test_joint_hinge_loss_is_zero_exactly_when_misclassified_and_accepted():
+    loss = joint_hinge_loss(threshold=0.5)  # accepted when the detector logit is below 0
+    logits = torch.tensor([[0.0, 2.0], [0.0, 2.0], [2.0, 0.0], [2.0, 0.0]])
+    score = torch.tensor([-1.0, 3.0, -1.0, 3.0])
+    y = torch.zeros(4, dtype=torch.long)
+    assert loss((logits, score), y).tolist() == [0.0, -3.0, -2.0, -5.0]  # fooled+hidden, seen, right, both
+    assert joint_hinge_loss(0.9, kappa=1.0)((logits[:1], score[:1]), y[:1]).item() == 0.0  # logit(0.9) > 0
+    with pytest.raises(ValueError):
+        joint_hinge_loss(threshold=1.0)
+    with pytest.raises(ValueError, match="pair"):
+        loss(logits, y)

@@ -10,7 +10,8 @@ to work with every attack of :mod:`purify_lib.attacks` unchanged:
 * :func:`bpda` — Backward Pass Differentiable Approximation: run the real purifier forward, differentiate a
   smooth surrogate (the identity by default) backward.
 * :func:`eot` — Expectation over Transformation: attack the average over the defense's randomness.
-* :func:`detector_aware_loss` — a PGD loss that also keeps a detector's score low.
+* :func:`detector_aware_loss` — a PGD loss that also keeps a detector's score low;
+  :func:`joint_hinge_loss` — the same at the deployed threshold, without a weight to tune.
 * :func:`latent_attack` — the attack on Defense-GAN-like purifiers that project onto a generator's range:
   search the latent space for a misclassified image close to the input.
 * :func:`worst_per_image` — per image, the worst of several attacks' examples for the defense: an image
@@ -21,6 +22,7 @@ a masked gradient returns its input unchanged and reports the defense as robust.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -32,7 +34,7 @@ from .checks import check_images, check_int, check_labels, check_positive
 from .runtime import eval_mode, progress
 
 __all__ = ["BPDA", "bpda", "EOT", "eot", "gradient_is_masked", "check_differentiable", "detector_aware_loss",
-           "latent_attack", "worst_per_image"]
+           "joint_hinge_loss", "latent_attack", "worst_per_image"]
 
 
 class BPDA(nn.Module):
@@ -173,6 +175,39 @@ def detector_aware_loss(lam: float, penalty: Callable[[Tensor], Tensor] = F.soft
             raise ValueError(f"detector_aware_loss: expected one score per example (shape N or N×1), "
                              f"got {tuple(score.shape)} for {len(logits)} examples")
         return F.cross_entropy(logits, y, reduction="none") - lam * penalty(score.reshape(-1))
+
+    return loss_fn
+
+
+def joint_hinge_loss(threshold: float = 0.5, kappa: float = 0.0
+                     ) -> Callable[[tuple[Tensor, Tensor], Tensor], Tensor]:
+    """The detector-aware loss of a deployed detector: both conditions of a successful attack at once.
+
+    For ``attacks.pgd(model, ..., loss_fn=...)`` on a model returning ``(logits, d)``, ``d`` a detector logit
+    that rejects an input when ``σ(d) ≥ threshold``. Per example, to maximise,
+
+        ``−max(kappa − m, 0) − max(d − logit(threshold) + kappa, 0)``,   ``m = max_{j≠y} f_j − f_y``:
+
+    zero exactly when the input is misclassified and accepted, each with margin ``kappa``; otherwise the
+    violations, so the steps go to whichever condition still fails. Unlike :func:`detector_aware_loss`
+    there is no weight to tune, and the deployed threshold is part of the loss.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
+    kappa = check_positive(kappa, "kappa", allow_zero=True)
+    cut = math.log(threshold / (1 - threshold))
+
+    def loss_fn(output: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
+        if not isinstance(output, (tuple, list)) or len(output) != 2:
+            raise ValueError("joint_hinge_loss: the model must return a (logits, score) pair, "
+                             f"got {type(output).__name__}")
+        logits, score = output
+        if score.shape not in ((len(logits),), (len(logits), 1)):
+            raise ValueError(f"joint_hinge_loss: expected one score per example (shape N or N×1), "
+                             f"got {tuple(score.shape)} for {len(logits)} examples")
+        wrong = (kappa - _margin(logits, y)).clamp_min(0)
+        seen = (score.reshape(-1) - cut + kappa).clamp_min(0)
+        return -(wrong + seen)
 
     return loss_fn
 

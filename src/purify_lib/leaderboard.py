@@ -150,7 +150,9 @@ def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tens
         decoder, encoder = d.generator
         z0 = evaluate.predict(encoder, x) if encoder is not None else d.purifier.project(x).z
         return adaptive.latent_attack(decoder, d.classifier, x, y, eps=budget.eps, z_init=z0, lr=0.05,
-                                      c=100.0, steps=budget.latent_steps, kappa=5.0, norm=budget.norm)
+                                      c=100.0, steps=budget.latent_steps, kappa=5.0, norm=budget.norm,
+                                      restarts=budget.restarts, spread=0.5,
+                                      defense=evaluate.Defended(d.purifier, d.classifier))
     if attack == "detector_aware":
         return evaluate.attack_dataset(gandef_analysis.adaptive_attack, d.detector, x, y, desc=desc,
                                        eps=budget.eps, alpha=budget.eps / 2, steps=budget.steps,

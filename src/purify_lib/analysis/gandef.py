@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import classifiers
-from ..adaptive import detector_aware_loss, worst_per_image
+from ..adaptive import detector_aware_loss, joint_hinge_loss, worst_per_image
 from ..attacks import pgd
 from ..checks import check_images, check_labels, check_positive
 from ..data import info
@@ -166,18 +166,23 @@ def worst_case(model: GanDef, y: Tensor, candidates: Sequence[Tensor], threshold
 
 def adaptive_attack(model: GanDef, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,
                     lambdas: Sequence[float] = (1.0, 10.0), threshold: float = 0.5, restarts: int = 1,
-                    stages: int = 1) -> Tensor:
-    """Detector-aware PGD on GanDef-Comb: per example the worst case (:func:`worst_case`) over ``λ``.
+                    stages: int = 1, hinge_steps: int = 200, hinge_stages: int = 4) -> Tensor:
+    """Detector-aware PGD on GanDef-Comb: per example the worst case (:func:`worst_case`) over its losses.
 
     Each ``λ`` in ``lambdas`` runs :func:`purify_lib.attacks.pgd` (``stages``: its step-size schedule) on
-    :func:`detector_aware_loss`. Combine the result with other candidates (e.g. the oblivious PGD examples)
-    through :func:`worst_case`.
+    :func:`purify_lib.adaptive.detector_aware_loss`; then ``hinge_steps`` steps (0: none) from ``eps / 2`` in
+    ``hinge_stages`` halving stages on :func:`purify_lib.adaptive.joint_hinge_loss` at the deployed
+    ``threshold``, all with ``restarts``. Combine the result with other candidates (e.g. the oblivious PGD
+    examples) through :func:`worst_case`.
     """
-    if not lambdas:
-        raise ValueError("lambdas: expected at least one weight")
+    if not lambdas and not hinge_steps:
+        raise ValueError("lambdas, hinge_steps: expected at least one weight or hinge steps")
     candidates = [
         pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, restarts=restarts, stages=stages,
             loss_fn=detector_aware_loss(lam))
         for lam in lambdas
     ]
+    if hinge_steps:
+        candidates.append(pgd(model, x, y, eps=eps, alpha=eps / 2, steps=hinge_steps, restarts=restarts,
+                              stages=hinge_stages, loss_fn=joint_hinge_loss(threshold)))
     return worst_case(model, y, candidates, threshold)
