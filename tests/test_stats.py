@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from purify_lib import stats
+from purify_lib import attacks, evaluate, results, stats
 from purify_lib.profiles import get_profile
 from purify_lib.results import Results
 
@@ -59,3 +59,21 @@ def test_results_carry_intervals_for_proportions_only():
     frame = run.frame
     assert frame.loc[0, ["low", "high"]].tolist() == pytest.approx([0.23659, 0.76341], abs=1e-5)
     assert frame.loc[1, ["low", "high"]].isna().all()
+
+
+def test_calibration_flags_a_deliberately_weakened_attack(mnist_model, mnist_data):
+    x, y = mnist_data["x_test"][:100], mnist_data["y_test"][:100]
+    run = Results("00_test", get_profile("smoke"))
+    strong = (attacks.pgd, dict(eps=0.3, alpha=0.05, steps=40))
+    weak = (attacks.pgd, dict(eps=0.3, alpha=0.001, steps=2))  # two steps of 0.001 after a random start
+    failed = evaluate.calibration_rows(run, dataset="mnist", classifier_name="small_cnn", model=mnist_model,
+                                       x=x, y=y, attacks={"pgd": strong, "pgd_weak": weak})
+    assert failed == ["pgd_weak"]
+    success = run.frame.set_index("attack")["value"]
+    assert success["pgd"] >= 0.99 and success["pgd_weak"] <= 0.3  # measured: 1.0 and 0.01
+    common = dict(dataset="mnist", classifier="small_cnn", threat="whitebox", eps=0.3, metric="accuracy",
+                  n=100)
+    for attack in ("pgd", "pgd_weak"):
+        run.add(table="t", defense="d", attack=attack, value=0.5, **common)
+    frame, note = results.compare(run, "t")
+    assert frame["attack"].tolist() == ["pgd", "pgd_weak (uncalibrated)"] and "uncalibrated" in note

@@ -29,11 +29,14 @@ from purify_lib.results import THREATS, Results
 from purify_lib.runtime import eval_mode, model_device, progress
 
 __all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid",
-           "RUNNABLE"]
+           "RUNNABLE", "CALIBRATED", "calibrate", "success_rate", "calibration_rows"]
 
 Attack = Callable[..., Tensor]
 RUNNABLE = THREATS[:6]
 """The threat models :func:`robust_accuracy` runs itself: none, oblivious, whitebox, bpda, eot, bpda_eot."""
+CALIBRATED = 0.99
+"""The success rate an attack must reach on the undefended classifier's correctly classified images, at the
+largest budget a chapter uses it, before its numbers on a defense mean anything (:func:`calibrate`)."""
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
@@ -227,3 +230,58 @@ def evaluate_grid(
                                         desc=f"{defense}: {attack_name} ({threat})", **params)
                 results.add(**common, defense=defense, attack=attack_name, threat=threat,
                             eps=float(params.get("eps", 0.0)), metric="accuracy", value=value)
+
+
+def calibrate(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 256,
+              desc: str | None = None, **params: Any) -> tuple[float, int]:
+    """How often ``attack`` succeeds on the undefended ``model``: the calibration of an attack.
+
+    An attack that fails on a classifier with no defense at all says nothing when it then fails on a
+    defense. Returns ``(success, n)``: the fraction of the ``n`` correctly classified images of ``(x, y)``
+    that the attack makes misclassified. Compare ``success`` with :data:`CALIBRATED`.
+    """
+    check_images(x)
+    check_labels(y, len(x))
+    correct = predict(model, x, batch_size).argmax(1).cpu() == y.cpu()
+    if not correct.any():
+        raise ValueError("calibrate: the model classifies none of the images correctly")
+    x, y = x[correct.to(x.device)], y[correct.to(y.device)]
+    x_adv = attack_dataset(attack, model, x, y, batch_size, desc=desc or f"calibrate {_attack_name(attack)}",
+                           **params)
+    return success_rate(model, x, y, x_adv, batch_size)
+
+
+def success_rate(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor,
+                 batch_size: int = 512) -> tuple[float, int]:
+    """``(success, n)``: the fraction of the ``n`` images of ``(x, y)`` that ``model`` classifies correctly
+    whose adversarial version in ``x_adv`` it gets wrong (what :func:`calibrate` measures, from examples
+    already crafted)."""
+    check_images(x_adv, "x_adv")
+    if x_adv.shape != x.shape:
+        raise ValueError(f"x_adv: expected shape {tuple(x.shape)} like x, got {tuple(x_adv.shape)}")
+    correct = predict(model, x, batch_size).argmax(1).cpu() == y.cpu()
+    n = int(correct.sum())
+    if n == 0:
+        raise ValueError("success_rate: the model classifies none of the images correctly")
+    fooled = predict(model, x_adv, batch_size).argmax(1).cpu() != y.cpu()
+    return (fooled & correct).sum().item() / n, n
+
+
+def calibration_rows(results: Results, *, dataset: str, classifier_name: str, model: nn.Module, x: Tensor,
+                     y: Tensor, attacks: Mapping[str, tuple[Attack, Mapping[str, Any]]],
+                     batch_size: int = 256) -> list[str]:
+    """:func:`calibrate` every attack (name → ``(attack, params)`` at its largest budget) on the undefended
+    ``model`` and add one ``success_rate`` row each to ``results`` (table ``calibration``, defense ``none``).
+
+    Returns the names of the attacks below :data:`CALIBRATED`; :func:`purify_lib.results.compare` marks
+    every row they produced in ``dataset``.
+    """
+    failed = []
+    for name, (attack, params) in attacks.items():
+        success, n = calibrate(attack, model, x, y, batch_size=batch_size, desc=f"calibrate {name}", **params)
+        results.add(table="calibration", dataset=dataset, classifier=classifier_name, defense="none",
+                    attack=name, threat="whitebox", eps=float(params.get("eps", 0.0)), metric="success_rate",
+                    value=success, n=n)
+        if success < CALIBRATED:
+            failed.append(name)
+    return failed

@@ -235,8 +235,23 @@ def compare(run: Results, table: str, committed: str | None = "quick") -> tuple[
         notes.append(f"`ours ({other})`: the committed run of {found[1].get('date', '?')}, commit "
                      f"{found[1].get('commit', '?')}." if found else f"No committed `{other}` run was found.")
     frame = frame[~missing].reset_index(drop=True)
+    weak = uncalibrated(run.frame)
+    if weak and "attack" in frame:
+        datasets = frame["dataset"] if "dataset" in frame else [None] * len(frame)
+        marked = [(d, a) in weak for d, a in zip(datasets, frame["attack"])]
+        frame["attack"] = [f"{a} (uncalibrated)" if m else a for a, m in zip(frame["attack"], marked)]
+        if any(marked):
+            notes.insert(0, "An attack marked *uncalibrated* fooled fewer than 99% of the undefended "
+                            "classifier's correct images (table `calibration`): its rows understate it.")
     empty = [c for c in frame.columns if c.endswith("95% interval") and not frame[c].fillna("").any()]
     return frame.drop(columns=empty), " ".join(notes)
+
+
+def uncalibrated(frame: pd.DataFrame, at_least: float = 0.99) -> set[tuple[str | None, str]]:
+    """``(dataset, attack)`` of every calibration row (table ``calibration``) whose success rate is below
+    ``at_least``, plus ``(None, attack)`` so that tables without a dataset column can be marked too."""
+    rows = frame[(frame["table"] == "calibration") & (frame["value"] < at_least)]
+    return {*zip(rows["dataset"], rows["attack"]), *((None, a) for a in rows["attack"])}
 
 
 def show(run: Results, table: str, committed: str | None = "quick") -> None:
