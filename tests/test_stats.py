@@ -77,3 +77,23 @@ def test_calibration_flags_a_deliberately_weakened_attack(mnist_model, mnist_dat
         run.add(table="t", defense="d", attack=attack, value=0.5, **common)
     frame, note = results.compare(run, "t")
     assert frame["attack"].tolist() == ["pgd", "pgd_weak (uncalibrated)"] and "uncalibrated" in note
+
+
+def test_claim_rules_flip_when_their_numbers_cross_the_threshold():
+    # "AE-GAN+rs keeps at least 0.80" on 1,000 images; on 40 the same value is inconclusive
+    assert stats.at_least(0.85, 1000, 0.80) == stats.HOLDS
+    assert stats.at_least(0.75, 1000, 0.80) == stats.FAILS
+    assert stats.at_least(0.85, 40, 0.80) == stats.INCONCLUSIVE
+    assert stats.at_most(0.10, 1000, 0.20) == stats.HOLDS and stats.at_most(0.30, 1000, 0.20) == stats.FAILS
+    # "GanDef within 5 points of Pure PGD" on 1,000 images each
+    assert stats.within(0.90, 1000, 0.90, 1000, 0.05) == stats.HOLDS
+    assert stats.within(0.90, 1000, 0.70, 1000, 0.05) == stats.FAILS
+    assert stats.within(0.90, 1000, 0.86, 1000, 0.05) == stats.INCONCLUSIVE
+    # "both at least 60 points above vanilla"
+    assert stats.ahead_by(0.0, 1000, 0.90, 1000, 0.60) == stats.HOLDS
+    assert stats.ahead_by(0.0, 1000, 0.50, 1000, 0.60) == stats.FAILS
+    assert stats.combine(stats.HOLDS, stats.HOLDS) == stats.HOLDS
+    assert stats.combine(stats.HOLDS, stats.INCONCLUSIVE) == stats.INCONCLUSIVE
+    assert stats.combine(stats.INCONCLUSIVE, stats.FAILS) == stats.FAILS
+    with pytest.raises(ValueError):
+        stats.combine("maybe")

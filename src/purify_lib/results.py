@@ -121,6 +121,15 @@ class Results:
     def value(self, **where: Any) -> float:
         """The one number whose row matches ``where`` (column=value; floats such as ``eps`` to 1e-6), NaN if
         none does; ``ValueError`` if several do, since then ``where`` is ambiguous."""
+        f = self._match(where)
+        return float(f["value"].iloc[0]) if len(f) else float("nan")
+
+    def n(self, **where: Any) -> int:
+        """The number of images behind the one row matching ``where`` (as :meth:`value`; 0 if none)."""
+        f = self._match(where)
+        return int(f["n"].iloc[0]) if len(f) else 0
+
+    def _match(self, where: dict[str, Any]) -> pd.DataFrame:
         f = self.frame
         for k, v in where.items():
             if k not in COLUMNS:
@@ -128,7 +137,7 @@ class Results:
             f = f[(f[k] - v).abs() < 1e-6] if isinstance(v, float) else f[f[k] == v]
         if len(f) > 1:
             raise ValueError(f"{len(f)} rows match {where}: name more columns")
-        return float(f["value"].iloc[0]) if len(f) else float("nan")
+        return f
 
     @property
     def frame(self) -> pd.DataFrame:

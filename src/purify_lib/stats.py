@@ -18,7 +18,8 @@ from torch import Tensor
 
 from .checks import check_int, check_positive
 
-__all__ = ["Z95", "wilson", "difference", "paired_bootstrap", "verdict", "HOLDS", "FAILS", "INCONCLUSIVE"]
+__all__ = ["Z95", "wilson", "difference", "paired_bootstrap", "verdict", "at_least", "at_most", "within",
+           "ahead_by", "combine", "HOLDS", "FAILS", "INCONCLUSIVE"]
 
 Z95 = 1.959963984540054
 """The standard normal quantile of a two-sided 95% interval."""
@@ -102,3 +103,41 @@ def verdict(low: float, high: float, threshold: float) -> str:
     if low >= threshold:
         return HOLDS
     return FAILS if high < threshold else INCONCLUSIVE
+
+
+def at_least(value: float, n: int, threshold: float) -> str:
+    """"The accuracy ``value`` (on ``n`` images) is at least ``threshold``", judged on its Wilson interval."""
+    return verdict(*wilson(value, n), threshold)
+
+
+def at_most(value: float, n: int, threshold: float) -> str:
+    """"The accuracy ``value`` (on ``n`` images) is at most ``threshold``", judged on its Wilson interval."""
+    low, high = wilson(value, n)
+    return verdict(-high, -low, -threshold)
+
+
+def ahead_by(a: float, n_a: int, b: float, n_b: int, points: float) -> str:
+    """"``b`` exceeds ``a`` by at least ``points``" (a fraction: 0.05 is 5 points; negative: "falls short by
+    at most"), judged on Newcombe's interval of ``b − a`` (:func:`difference`)."""
+    _, low, high = difference(a, n_a, b, n_b)
+    return verdict(low, high, points)
+
+
+def within(a: float, n_a: int, b: float, n_b: int, points: float) -> str:
+    """"``a`` and ``b`` differ by at most ``points``": holds when Newcombe's interval of ``b − a`` lies inside
+    ``[−points, points]``, fails when it lies wholly outside, else inconclusive."""
+    _, low, high = difference(a, n_a, b, n_b)
+    if -points <= low and high <= points:
+        return HOLDS
+    return FAILS if low > points or high < -points else INCONCLUSIVE
+
+
+def combine(*verdicts: str) -> str:
+    """Several conditions together: fails if any fails, holds if all hold, else inconclusive."""
+    unknown = set(verdicts) - {HOLDS, FAILS, INCONCLUSIVE}
+    if not verdicts or unknown:
+        raise ValueError(f"verdicts: expected at least one of {HOLDS!r}, {FAILS!r}, {INCONCLUSIVE!r}, "
+                         f"got {sorted(unknown) or 'none'}")
+    if FAILS in verdicts:
+        return FAILS
+    return HOLDS if all(v == HOLDS for v in verdicts) else INCONCLUSIVE
