@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from purify_lib import leaderboard as lb
+from purify_lib.analysis import gandef as analysis
 from purify_lib import zoo
 from purify_lib.defenses import gandef, transforms
 
@@ -72,6 +73,13 @@ def test_detector_scoring_credits_rejections_on_attacks_only(mnist_data):
         last.bias.fill_(-10.0)  # nothing rejected: plain accuracy
     correct = pair.classifier(x).argmax(1) == y
     assert torch.equal(lb.handled(comb, x, y), correct)
+    with torch.no_grad():  # scores spread over inputs: the 5%-FPR threshold rejects 5% of the clean images
+        last.weight.normal_()
+        last.bias.zero_()
+    thresholds = lb.metrics(comb, x)
+    assert set(thresholds) == {"correct_or_rejected", "correct_or_rejected_at_5fpr"}
+    rejected = (analysis.scores(pair, x)[1] > thresholds["correct_or_rejected_at_5fpr"]).float().mean()
+    assert rejected <= lb.FPR + 1e-9 and lb.metrics(defense(), x) == {"accuracy": lb.THRESHOLD}
 
 
 def test_adaptive_is_the_per_image_worst_case(mnist_model, mnist_data):
@@ -79,6 +87,7 @@ def test_adaptive_is_the_per_image_worst_case(mnist_model, mnist_data):
     d = lb.Defense("bits", "bits", "03_apeganpp", mnist_model, transforms.BitDepth(2))
     budgets = [lb.Budget(0.3, steps=5), lb.Budget(2.0, "l2", steps=5)]
     f = lb.evaluate_defense(d, x, y, budgets)
+    assert set(f["metric"]) == {"accuracy", "seconds"}
     for (eps, norm), g in f[f["norm"] != "none"].groupby(["eps", "norm"]):
         v = g.set_index("attack")["value"]
         assert set(v.index) == {"oblivious", "bpda", "adaptive"}
@@ -89,14 +98,18 @@ def test_adaptive_is_the_per_image_worst_case(mnist_model, mnist_data):
 
 
 def test_checks_flag_a_stronger_autoattack_and_a_broken_order(mnist_data):
-    rows = [dict(defense="d", attack=a, eps=0.3, norm="linf", value=v, n=10)
+    rows = [dict(defense="d", attack=a, eps=0.3, norm="linf", metric="accuracy", value=v, n=10)
             for a, v in (("oblivious", 0.5), ("adaptive", 0.6), ("autoattack", 0.2))]
     defenses = {"d": defense(transforms.MedianSmoothing(2))}
     checked = lb.checks(pd.DataFrame(rows), defenses, mnist_data["x_test"][:8])
     assert not checked["adaptive_le_oblivious"].item()
     assert checked["autoattack_within"].item() is False
-    lines = lb.check_lines(checked, (0.5, 100, (0.9, 1000)))
+    lines = lb.check_lines(checked, (0.5, 100, (0.9, 100)))
     assert "fails for d" in lines[0] and "**no** on d" in lines[1] and "not consistent" in lines[2]
+    assert "not comparable" in lb.check_lines(checked, (0.9, 100, (0.9, 500)))[2]
+    for here, verdict in ((0.915, "consistent"), (0.925, "not consistent")):  # the 2-point line
+        assert lb.check_lines(checked, (here, 100, (0.9, 100)))[2].split(": ")[-1].startswith(
+            verdict if verdict == "consistent" else "**not consistent**")
 
 
 def test_bad_attack_name_is_refused(mnist_data):

@@ -20,15 +20,17 @@ correctly, and a clean image only when it accepts it and classifies it correctly
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
 from torch import Tensor, nn
 
 from .analysis import gandef as gandef_analysis
-from . import adaptive, attacks, evaluate, results, zoo
+from . import adaptive, attacks, evaluate, results, stats, zoo
 from .checks import check_images, check_labels
 from .profiles import Profile
 from .runtime import model_device, progress, seed_everything
@@ -36,7 +38,8 @@ from .zoo import Defense
 
 __all__ = ["Defense", "BOARD", "Budget", "ATTACK_THREAT", "THREAT_OF", "target", "autoattack_threat", "build",
            "system", "is_masked", "plan", "handled",
-           "craft", "evaluate_defense", "evaluate_all", "leaderboard_table", "checks", "board_html",
+           "craft", "evaluate_defense", "evaluate_all", "leaderboard_table", "detector_table", "checks",
+           "board_html", "metrics", "FPR", "convergence",
            "published_value", "check_lines"]
 
 THRESHOLD = 0.5
@@ -104,16 +107,35 @@ def plan(d: Defense, masked: bool, norm: str = "linf") -> list[str]:
     return found
 
 
-def handled(d: Defense, x: Tensor, y: Tensor, adversarial: bool = True) -> Tensor:
+def handled(d: Defense, x: Tensor, y: Tensor, adversarial: bool = True,
+            threshold: float = THRESHOLD) -> Tensor:
     """Per image (bool, on the CPU): whether ``d`` handles the input: classified correctly, or, for a
-    detector, rejected when ``adversarial`` (and only accepted-and-correct when not)."""
+    detector, rejected (discriminator probability above ``threshold``) when ``adversarial`` (and only
+    accepted-and-correct when not)."""
     check_images(x)
     check_labels(y, len(x))
     correct = evaluate.predict(system(d), x).argmax(1).cpu() == y.cpu()
     if d.detector is None:
         return correct
-    rejected = gandef_analysis.scores(d.detector, x)[1] > THRESHOLD
+    rejected = gandef_analysis.scores(d.detector, x)[1] > threshold
     return correct | rejected if adversarial else correct & ~rejected
+
+
+FPR = 0.05
+"""The clean false-positive rate of a detector's second operating point: its threshold rejects this share of
+the board's clean images (chosen on those test images, as an operating point, never on attacked ones)."""
+
+
+def metrics(d: Defense, x: Tensor) -> dict[str, float]:
+    """The metrics ``d`` is scored under, with their thresholds: ``accuracy`` for a classifier or purifier;
+    for a detector ``correct_or_rejected`` at the deployed threshold and ``correct_or_rejected_at_5fpr`` at
+    the one that rejects at most :data:`FPR` of the clean images ``x`` (never ranked against plain
+    accuracy)."""
+    if d.detector is None:
+        return {"accuracy": THRESHOLD}
+    clean = gandef_analysis.scores(d.detector, x)[1].double()
+    return {"correct_or_rejected": THRESHOLD,
+            "correct_or_rejected_at_5fpr": float(torch.quantile(clean, 1 - FPR, interpolation="higher"))}
 
 
 def _pgd(target: nn.Module, x: Tensor, y: Tensor, budget: Budget, desc: str) -> Tensor:
@@ -172,43 +194,48 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
     images; ``autoattack_attacks`` a subset of its attacks, ``None`` the standard suite) and ``worst``
     (adaptive and AutoAttack together, on those images); plus ``inference_s_per_1000``.
     ``oblivious`` may hand in PGD examples already crafted on the same classifier (by budget).
-    Returns a frame with columns defense, attack, threat, eps, norm, value, n.
+    Returns a frame with columns defense, attack, threat, eps, norm, metric (:func:`metrics`), value, n.
     """
     x, y = x[:d.max_images], y[:d.max_images]
     seed_everything(seed)
     rows = []
 
-    def add(attack: str, budget: Budget | None, ok: Tensor, threat: str | None = None) -> None:
+    scored = metrics(d, x)
+
+    def add(attack: str, budget: Budget | None, ok: Mapping[str, Tensor], threat: str | None = None) -> None:
         eps, norm = (0.0, "none") if budget is None else (budget.eps, budget.norm)
         threat = threat or THREAT_OF.get(attack) or ATTACK_THREAT.get(attack, "none")
-        rows.append(dict(defense=d.slug, attack=attack, threat=threat, eps=eps,
-                         norm=norm, value=ok.float().mean().item(), n=len(ok)))
+        rows.extend(dict(defense=d.slug, attack=attack, threat=threat, eps=eps, norm=norm, metric=metric,
+                         value=mask.float().mean().item(), n=len(mask)) for metric, mask in ok.items())
+
+    def score(x_in: Tensor, y_in: Tensor, adversarial: bool = True) -> dict[str, Tensor]:
+        return {metric: handled(d, x_in, y_in, adversarial, t) for metric, t in scored.items()}
 
     start = time.perf_counter()
-    clean = handled(d, x, y, adversarial=False)
+    clean = score(x, y, adversarial=False)
     rows.append(dict(defense=d.slug, attack="inference_s_per_1000", threat="none", eps=0.0, norm="none",
-                     value=1000 * (time.perf_counter() - start) / len(x), n=len(x)))
+                     metric="seconds", value=1000 * (time.perf_counter() - start) / len(x), n=len(x)))
     add("clean", None, clean)
     masked = is_masked(d, x[:8])
     for budget in budgets:
-        worst = None
+        worst: dict[str, Tensor] = {}
         for attack in plan(d, masked, budget.norm):
             given = oblivious.get(budget) if oblivious and attack == "oblivious" else None
             x_adv = given[:len(x)] if given is not None else craft(d, attack, x, y, budget)
-            ok = handled(d, x_adv, y)
+            ok = score(x_adv, y)
             add(attack, budget, ok)
-            worst = ok if worst is None else worst & ok
+            worst = {m: ok[m] & worst[m] if m in worst else ok[m] for m in ok}
         add("adaptive", budget, worst)
         if budget in autoattack_budgets:
             k = min(autoattack_n, len(x))
             threat = autoattack_threat(d, masked)
             x_aa = attacks.autoattack(target(d, threat), x[:k], y[:k], eps=budget.eps, norm=budget.norm,
                                       attacks_to_run=autoattack_attacks, seed=seed)
-            ok = handled(d, x_aa, y[:k])
+            ok = score(x_aa, y[:k])
             add("autoattack", budget, ok, threat)
-            add("worst", budget, ok & worst[:k])
+            add("worst", budget, {m: ok[m] & worst[m][:k] for m in ok})
             if k < len(x):  # our adaptive number on AutoAttack's images, for :func:`checks`
-                add("adaptive_aa_images", budget, worst[:k])
+                add("adaptive_aa_images", budget, {m: w[:k] for m, w in worst.items()})
     return pd.DataFrame(rows)
 
 
@@ -233,40 +260,59 @@ def evaluate_all(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budgets:
     return pd.concat(frames, ignore_index=True)
 
 
+def _columns(f: pd.DataFrame, eps: float, norm: str, metric: str) -> dict[str, float]:
+    """One defense's board columns at one budget and metric (NaN where an attack did not run)."""
+    def value(attack: str, at_eps: float = eps, at_norm: str = norm, at_metric: str = metric) -> float:
+        hit = f[(f["attack"] == attack) & (f["eps"] == at_eps) & (f["norm"] == at_norm)
+                & (f["metric"] == at_metric)]["value"]
+        return float(hit.iloc[0]) if len(hit) else float("nan")
+
+    worst = value("worst")
+    headline, attack = (value("adaptive"), "adaptive") if pd.isna(worst) else (worst, "worst")
+    n = f[(f["attack"] == attack) & (f["eps"] == eps) & (f["norm"] == norm) & (f["metric"] == metric)]["n"]
+    n = int(n.iloc[0]) if len(n) else 0
+    low, high = stats.wilson(headline, n) if n else (float("nan"), float("nan"))
+    return {"clean": value("clean", 0.0, "none"), "oblivious": value("oblivious"),
+            "adaptive": value("adaptive"), "AutoAttack": value("autoattack"), "worst": headline,
+            "worst 95%": f"[{low:.2f}, {high:.2f}]",
+            "n": n, "gap": value("oblivious") - headline,
+            "s / 1000 images": value("inference_s_per_1000", 0.0, "none", "seconds")}
+
+
 def leaderboard_table(frame: pd.DataFrame, defenses: Mapping[str, Defense], eps: float,
                       norm: str = "linf") -> pd.DataFrame:
-    """One row per defense at one budget, sorted by the worst-case accuracy (adaptive where AutoAttack did
-    not run): clean, oblivious, adaptive, AutoAttack and worst accuracy, the oblivious − worst gap, and the
-    cost (inference seconds per 1,000 images, training seconds)."""
-    rows = []
-    for slug, d in defenses.items():
-        f = frame[frame["defense"] == slug]
-
-        def value(attack: str, at_eps: float = eps, at_norm: str = norm) -> float:
-            hit = f[(f["attack"] == attack) & (f["eps"] == at_eps) & (f["norm"] == at_norm)]["value"]
-            return float(hit.iloc[0]) if len(hit) else float("nan")
-
-        worst = value("worst")
-        headline = value("adaptive") if pd.isna(worst) else worst
-        rows.append({"defense": d.name, "chapter": d.chapter, "clean": value("clean", 0.0, "none"),
-                     "oblivious": value("oblivious"), "adaptive": value("adaptive"),
-                     "AutoAttack": value("autoattack"), "worst": headline,
-                     "gap": value("oblivious") - headline,
-                     "s / 1000 images": value("inference_s_per_1000", 0.0, "none"),
-                     "training s": d.train_seconds,
-                     "n": int(f[(f["attack"] == "adaptive") & (f["eps"] == eps)]["n"].iloc[0])
-                     if len(f[(f["attack"] == "adaptive") & (f["eps"] == eps)]) else 0})
+    """One row per classifier or purifier at one budget, sorted by the worst-case accuracy (adaptive where
+    AutoAttack did not run): clean, oblivious, adaptive, AutoAttack and worst accuracy, the oblivious − worst
+    gap, the cost (inference seconds per 1,000 images, training seconds) and ``n``. Detectors are scored
+    differently ("correct or rejected") and are not ranked here: :func:`detector_table`."""
+    rows = [{"defense": d.name, "chapter": d.chapter,
+             **_columns(frame[frame["defense"] == slug], eps, norm, "accuracy"),
+             "training s": d.train_seconds}
+            for slug, d in defenses.items() if d.detector is None]
     return pd.DataFrame(rows).sort_values("worst", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def detector_table(frame: pd.DataFrame, defenses: Mapping[str, Defense], eps: float,
+                   norm: str = "linf") -> pd.DataFrame:
+    """One row per detector and operating point at one budget: the share of inputs it handles (clean:
+    accepted and classified correctly; adversarial: rejected or classified correctly) under each attack
+    column, at the deployed threshold and at the one that rejects :data:`FPR` of the clean images."""
+    rows = [{"defense": d.name, "operating point": point,
+             **_columns(frame[frame["defense"] == slug], eps, norm, metric)}
+            for slug, d in defenses.items() if d.detector is not None
+            for metric, point in (("correct_or_rejected", f"threshold {THRESHOLD:g}"),
+                                  ("correct_or_rejected_at_5fpr", f"{FPR:.0%} of clean rejected"))]
+    return pd.DataFrame(rows)
 
 
 def checks(frame: pd.DataFrame, defenses: Mapping[str, Defense], probe: Tensor,
            tolerance: float = 0.02) -> pd.DataFrame:
     """Per defense and budget: adaptive ≤ oblivious, and (for defenses whose gradient is not masked)
     our adaptive accuracy ≤ AutoAttack's + ``tolerance`` on the same images: if AutoAttack leaves fewer
-    images standing than that, our own attacks were weak there."""
+    images standing than that, our own attacks were weak there. Detectors at their deployed threshold."""
     rows = []
     for slug, d in defenses.items():
-        f = frame[frame["defense"] == slug]
+        f = frame[(frame["defense"] == slug) & frame["metric"].isin(["accuracy", "correct_or_rejected"])]
         differentiable = not is_masked(d, probe)
         for (eps, norm), g in f[f["norm"] != "none"].groupby(["eps", "norm"]):
             v = g.set_index("attack")["value"]
@@ -276,6 +322,36 @@ def checks(frame: pd.DataFrame, defenses: Mapping[str, Defense], probe: Tensor,
                              differentiable=differentiable,
                              autoattack_within=None if aa is None or not differentiable
                              else bool(ours <= aa + tolerance)))
+    return pd.DataFrame(rows)
+
+
+def convergence(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budget: Budget, frame: pd.DataFrame, *,
+                skip_costly: bool = True, seed: int = 0) -> pd.DataFrame:
+    """Whether the adaptive attacks have converged: each defense's adaptive worst case at ``budget`` again
+    with twice the steps, restarts, EOT samples and latent steps, on the same images and seed.
+
+    One row per defense: the worst case in ``frame`` and with doubled effort, the change in points, and
+    ``converged`` when it moved by at most 1 point (where it moved more, the effort must rise). With
+    ``skip_costly``, defenses whose every forward pass is a search are listed as not run.
+    """
+    doubled = dataclasses.replace(budget, steps=2 * budget.steps, restarts=2 * budget.restarts,
+                                  eot_samples=2 * budget.eot_samples, latent_steps=2 * budget.latent_steps)
+    rows = []
+    for slug, d in progress(defenses.items(), desc="convergence"):
+        metric = next(iter(metrics(d, x[:8])))
+        f = frame[(frame["defense"] == slug) & (frame["metric"] == metric)]
+        base = f[(f["attack"] == "adaptive") & (f["eps"] == budget.eps) & (f["norm"] == budget.norm)]
+        if base.empty or (skip_costly and d.costly):
+            rows.append(dict(defense=slug, metric=metric, effort=None, doubled=None, change_points=None,
+                             converged=None, n=0, note="not run: every forward pass is a search"
+                             if d.costly else "no adaptive row at this budget"))
+            continue
+        again = evaluate_defense(d, x, y, [doubled], seed=seed)
+        value = float(again[(again["attack"] == "adaptive") & (again["metric"] == metric)]["value"].iloc[0])
+        change = 100 * (value - float(base["value"].iloc[0]))
+        rows.append(dict(defense=slug, metric=metric, effort=float(base["value"].iloc[0]), doubled=value,
+                         change_points=change, converged=abs(change) <= 1.0, n=int(base["n"].iloc[0]),
+                         note=""))
     return pd.DataFrame(rows)
 
 
@@ -302,7 +378,8 @@ def published_value(chapter: str, profile: str, **where: object) -> tuple[float,
 
 def check_lines(checked: pd.DataFrame, consistency: tuple[float, int, tuple[float, int] | None]) -> list[str]:
     """The checks in words: ``checked`` from :func:`checks`; ``consistency`` is (our accuracy, our images,
-    the chapter's (accuracy, images) or ``None``) for the PGD-trained model under chapter 5's attack."""
+    the chapter's (accuracy, images) or ``None``) for the PGD-trained model under chapter 5's attack, rerun
+    on the chapter's images with its seed: consistent within 2 points."""
     bad = checked[~checked["adaptive_le_oblivious"]]
     weak = sorted(set(checked[checked["autoattack_within"].eq(False)]["defense"]))
     order = ("every defense and budget." if bad.empty
@@ -315,9 +392,9 @@ def check_lines(checked: pd.DataFrame, consistency: tuple[float, int, tuple[floa
         lines.append("- Chapter 5 has no results at this profile yet; here the PGD-trained LeNet keeps "
                      f"{here:.1%}.")
         return lines
-    se = (max(here * (1 - here), 0.01) / n) ** 0.5
-    verdict = "consistent" if abs(here - chapter[0]) <= 3 * se else "**not consistent**"
-    lines.append(f"- PGD-trained LeNet under chapter 5's PGD-1: {here:.1%} on these {n} images, "
-                 f"{chapter[0]:.1%} on chapter 5's first {chapter[1]}: {verdict} (3 standard errors: "
-                 f"{300 * se:.1f} points).")
+    same = n == chapter[1]
+    verdict = ("consistent" if same and abs(here - chapter[0]) <= 0.02 else
+               "**not consistent**" if same else "**not comparable** (different images)")
+    lines.append(f"- PGD-trained LeNet under chapter 5's PGD-1, on the same {n} images and seed: {here:.1%} "
+                 f"here, {chapter[0]:.1%} in chapter 5 ({chapter[1]} images): {verdict} (within 2 points).")
     return lines

@@ -29,7 +29,7 @@ COLUMNS = ("chapter", "table", "dataset", "classifier", "defense", "attack", "th
            "value", "n", "low", "high")
 PROPORTIONS = ("accuracy", "success_rate", "comb_accuracy", "correct_or_rejected", "rejection_rate",
                "accuracy_r", "accuracy_rs", "undetected", "undetected_and_wrong", "detection_mse",
-               "detection_l1", "train_adv_accuracy", "accuracy_at_5fpr")
+               "detection_l1", "train_adv_accuracy", "correct_or_rejected_at_5fpr")
 """The metrics that are fractions of the row's ``n`` images: their rows carry Wilson's 95% interval in
 ``low`` and ``high`` (:func:`purify_lib.stats.wilson`); every other metric leaves both empty."""
 THREATS = ("none", "oblivious", "whitebox", "bpda", "eot", "bpda_eot", "blackbox", "adaptive")
