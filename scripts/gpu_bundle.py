@@ -41,6 +41,7 @@ CHAPTER_DATASETS: dict[str, tuple[str, ...]] = {
     "05_gandef": ("mnist", "cifar10_jpeg", "cifar10_exact"),
     "06_isogan": ("mnist", "fashion_mnist", "cifar10_jpeg", "cifar10_exact"),
     "07_leaderboard": ("mnist",),
+    "08_checklist": (),
 }
 
 # dataset -> its files under PURIFY_DATA, as purify_lib.data._bundle reads them

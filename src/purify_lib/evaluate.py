@@ -29,14 +29,15 @@ from purify_lib.results import THREATS, Results
 from purify_lib.runtime import eval_mode, model_device, progress
 
 __all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid",
-           "RUNNABLE", "CALIBRATED", "calibrate", "success_rate", "calibration_rows"]
+           "RUNNABLE", "CALIBRATED", "success_rate", "calibration_row", "calibration_rows"]
 
 Attack = Callable[..., Tensor]
 RUNNABLE = THREATS[:6]
 """The threat models :func:`robust_accuracy` runs itself: none, oblivious, whitebox, bpda, eot, bpda_eot."""
 CALIBRATED = 0.99
 """The success rate an attack must reach on the undefended classifier's correctly classified images, at the
-largest budget a chapter uses it, before its numbers on a defense mean anything (:func:`calibrate`)."""
+largest budget a chapter uses it, before its numbers on a defense mean anything (:func:`calibration_row`):
+an attack that fails on a classifier with no defense at all says nothing when it then fails on a defense."""
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int = 512) -> Tensor:
@@ -232,56 +233,48 @@ def evaluate_grid(
                             eps=float(params.get("eps", 0.0)), metric="accuracy", value=value)
 
 
-def calibrate(attack: Attack, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 256,
-              desc: str | None = None, **params: Any) -> tuple[float, int]:
-    """How often ``attack`` succeeds on the undefended ``model``: the calibration of an attack.
-
-    An attack that fails on a classifier with no defense at all says nothing when it then fails on a
-    defense. Returns ``(success, n)``: the fraction of the ``n`` correctly classified images of ``(x, y)``
-    that the attack makes misclassified. Compare ``success`` with :data:`CALIBRATED`.
-    """
-    check_images(x)
-    check_labels(y, len(x))
-    correct = predict(model, x, batch_size).argmax(1).cpu() == y.cpu()
-    if not correct.any():
-        raise ValueError("calibrate: the model classifies none of the images correctly")
-    x, y = x[correct.to(x.device)], y[correct.to(y.device)]
-    x_adv = attack_dataset(attack, model, x, y, batch_size, desc=desc or f"calibrate {_attack_name(attack)}",
-                           **params)
-    return success_rate(model, x, y, x_adv, batch_size)
-
-
 def success_rate(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor,
                  batch_size: int = 512) -> tuple[float, int]:
     """``(success, n)``: the fraction of the ``n`` images of ``(x, y)`` that ``model`` classifies correctly
-    whose adversarial version in ``x_adv`` it gets wrong (what :func:`calibrate` measures, from examples
-    already crafted)."""
+    whose adversarial version in ``x_adv`` it gets wrong: an attack's calibration when ``model`` is the
+    undefended classifier; NaN when ``n`` is 0."""
     check_images(x_adv, "x_adv")
     if x_adv.shape != x.shape:
         raise ValueError(f"x_adv: expected shape {tuple(x.shape)} like x, got {tuple(x_adv.shape)}")
     correct = predict(model, x, batch_size).argmax(1).cpu() == y.cpu()
     n = int(correct.sum())
     if n == 0:
-        raise ValueError("success_rate: the model classifies none of the images correctly")
+        return float("nan"), 0
     fooled = predict(model, x_adv, batch_size).argmax(1).cpu() != y.cpu()
     return (fooled & correct).sum().item() / n, n
+
+
+def calibration_row(results: Results, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor, *, dataset: str,
+                    classifier: str, attack: str, eps: float = 0.0) -> bool:
+    """Add the ``success_rate`` row of examples ``x_adv`` already crafted on the undefended ``model`` (table
+    ``calibration``, defense ``none``; :func:`success_rate`) and return whether it reaches
+    :data:`CALIBRATED`. Nothing is added when the model gets none of ``x`` right."""
+    success, n = success_rate(model, x, y, x_adv)
+    if n:
+        results.add(table="calibration", dataset=dataset, classifier=classifier, defense="none",
+                    attack=attack, threat="whitebox", eps=float(eps), metric="success_rate", value=success,
+                    n=n)
+    return n > 0 and success >= CALIBRATED
 
 
 def calibration_rows(results: Results, *, dataset: str, classifier_name: str, model: nn.Module, x: Tensor,
                      y: Tensor, attacks: Mapping[str, tuple[Attack, Mapping[str, Any]]],
                      batch_size: int = 256) -> list[str]:
-    """:func:`calibrate` every attack (name → ``(attack, params)`` at its largest budget) on the undefended
-    ``model`` and add one ``success_rate`` row each to ``results`` (table ``calibration``, defense ``none``).
+    """Craft every attack (name → ``(attack, params)`` at its largest budget) on the undefended ``model``
+    and add its :func:`calibration_row` to ``results``.
 
-    Returns the names of the attacks below :data:`CALIBRATED`; :func:`purify_lib.results.compare` marks
-    every row they produced in ``dataset``.
+    Returns the names of the attacks below :data:`CALIBRATED` (or not calibrated at all: the model got no
+    image right); :func:`purify_lib.results.compare` marks every row they produced in ``dataset``.
     """
     failed = []
     for name, (attack, params) in attacks.items():
-        success, n = calibrate(attack, model, x, y, batch_size=batch_size, desc=f"calibrate {name}", **params)
-        results.add(table="calibration", dataset=dataset, classifier=classifier_name, defense="none",
-                    attack=name, threat="whitebox", eps=float(params.get("eps", 0.0)), metric="success_rate",
-                    value=success, n=n)
-        if success < CALIBRATED:
+        x_adv = attack_dataset(attack, model, x, y, batch_size, desc=f"calibrate {name}", **params)
+        if not calibration_row(results, model, x, y, x_adv, dataset=dataset, classifier=classifier_name,
+                               attack=name, eps=float(params.get("eps", 0.0))):
             failed.append(name)
     return failed

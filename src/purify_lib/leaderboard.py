@@ -39,7 +39,7 @@ from .zoo import Defense
 __all__ = ["Defense", "BOARD", "Budget", "ATTACK_THREAT", "THREAT_OF", "target", "autoattack_threat", "build",
            "system", "is_masked", "plan", "handled",
            "craft", "evaluate_defense", "evaluate_all", "leaderboard_table", "detector_table", "checks",
-           "board_html", "metrics", "FPR", "convergence",
+           "board_html", "metrics", "FPR", "convergence", "pgd_params", "properties",
            "published_value", "check_lines"]
 
 THRESHOLD = 0.5
@@ -107,6 +107,13 @@ def plan(d: Defense, masked: bool, norm: str = "linf") -> list[str]:
     return found
 
 
+def properties(d: Defense, probe: Tensor) -> dict[str, object]:
+    """What the evaluation checklist (:mod:`purify_lib.checklist`) needs to know about ``d``."""
+    return dict(name=d.name, chapter=d.chapter, purifier=d.purifier is not None, masked=is_masked(d, probe),
+                random=d.random, generator=d.generator is not None, detector=d.detector is not None,
+                costly=d.costly)
+
+
 def handled(d: Defense, x: Tensor, y: Tensor, adversarial: bool = True,
             threshold: float = THRESHOLD) -> Tensor:
     """Per image (bool, on the CPU): whether ``d`` handles the input: classified correctly, or, for a
@@ -138,10 +145,14 @@ def metrics(d: Defense, x: Tensor) -> dict[str, float]:
             "correct_or_rejected_at_5fpr": float(torch.quantile(clean, 1 - FPR, interpolation="higher"))}
 
 
+def pgd_params(budget: Budget) -> dict[str, object]:
+    """The board's PGD at ``budget``: from ``eps / 2``, the step halved over ``stages``, with restarts."""
+    return dict(eps=budget.eps, alpha=budget.eps / 2, steps=budget.steps, stages=budget.stages,
+                restarts=budget.restarts, norm=budget.norm)
+
+
 def _pgd(target: nn.Module, x: Tensor, y: Tensor, budget: Budget, desc: str) -> Tensor:
-    return evaluate.attack_dataset(attacks.pgd, target, x, y, desc=desc, eps=budget.eps, alpha=budget.eps / 2,
-                                   steps=budget.steps, stages=budget.stages, restarts=budget.restarts,
-                                   norm=budget.norm)
+    return evaluate.attack_dataset(attacks.pgd, target, x, y, desc=desc, **pgd_params(budget))
 
 
 THREAT_OF = {"oblivious": "oblivious", "pgd": "whitebox", "bpda": "bpda", "eot": "eot",

@@ -1,0 +1,109 @@
+"""The evaluation checklist: per defense of the leaderboard, which checks of an honest evaluation were run.
+
+After Carlini et al. ("On evaluating adversarial robustness", 2019): white-box attacks through the whole
+system, BPDA where the gradient is masked, EOT where the defense is random, the latent attack where it
+projects onto a generator's range, the detector-aware attack where it rejects inputs, AutoAttack, attacks
+calibrated on the undefended model, attacks that have converged, and every number with its sample size and
+interval. Everything is read from the results files (chapter 7's table and provenance, and each chapter's
+calibration table), never typed: a check that did not run shows as an open box with the reason.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import results
+
+__all__ = ["ITEMS", "DONE", "MISSING", "NOT_APPLICABLE", "checklist", "boxes", "open_items"]
+
+ITEMS = ("white-box", "BPDA", "EOT", "latent", "detector-aware", "AutoAttack", "calibration", "convergence",
+         "n and interval")
+DONE, MISSING, NOT_APPLICABLE = "☑", "☐", "—"
+
+
+def _mark(applies: bool, done: bool, detail: str = "", why_not: str = "", missing: str = "not run") -> str:
+    if not applies:
+        return f"{NOT_APPLICABLE} {why_not}".strip()
+    return f"{DONE} {detail}".strip() if done else f"{MISSING} {missing}"
+
+
+def _calibration(chapter: str, profile: str, board: pd.DataFrame) -> tuple[bool, str]:
+    """Whether the board's PGD and the chapter's attacks passed calibration, and what failed or is missing."""
+    problems = []
+    for name, frame in (("board", board), (chapter, None)):
+        if frame is None:
+            found = results.load(chapter, profile)
+            frame = found[0] if found is not None else None
+        rows = frame[frame["table"] == "calibration"] if frame is not None else pd.DataFrame()
+        if rows.empty:
+            problems.append(f"{name}: no calibration table")
+            continue
+        failed = list(dict.fromkeys(rows[rows["value"] < 0.99]["attack"]))
+        if failed:
+            problems.append(f"{name}: {', '.join(failed)} below 99%")
+    return not problems, "; ".join(problems) or "board and chapter"
+
+
+def checklist(profile: str) -> pd.DataFrame:
+    """One row per defense of the leaderboard at ``profile``, one column per item of :data:`ITEMS`.
+
+    Each cell is :data:`DONE` with a detail, :data:`MISSING` with the reason, or :data:`NOT_APPLICABLE` with
+    why the item does not fit the defense. Needs ``results/<profile>/07_leaderboard.csv`` and its provenance
+    (the defenses' properties: purifier, masked gradient, randomness, generator, detector, cost).
+    """
+    found = results.load("07_leaderboard", profile)
+    if found is None:
+        raise FileNotFoundError(f"results/{profile}/07_leaderboard.csv: run chapter 7 at profile {profile} "
+                                "first (make regenerate CHAPTERS=07_leaderboard PROFILE=...)")
+    frame, provenance = found
+    settings = provenance.get("settings", {})
+    if "defenses" not in settings or "headline_eps" not in settings:
+        raise ValueError(f"results/{profile}/07_leaderboard.provenance.json records no defense properties: "
+                         "regenerate chapter 7 with this version of the book")
+    eps = float(settings["headline_eps"])
+    board = frame[frame["table"] == "leaderboard"]
+    rows = []
+    for slug, p in settings["defenses"].items():
+        f = board[(board["defense"] == slug) & ((board["eps"] - eps).abs() < 1e-9)]
+        ran = set(f["attack"])
+        purifier, masked = p["purifier"], p["masked"]
+        head = f[f["attack"] == ("worst" if "worst" in ran else "adaptive")].head(1)
+        conv = frame[(frame["table"] == "convergence") & (frame["defense"] == slug)]
+        adaptive = f[f["attack"] == "adaptive"].head(1)
+        interval = len(head) == 1 and pd.notna(head["low"].iloc[0])
+        sample = (f"n = {int(head['n'].iloc[0])}, [{head['low'].iloc[0]:.2f}, {head['high'].iloc[0]:.2f}]"
+                  if interval else "")
+        calibrated, calibration_note = _calibration(p["chapter"], profile, frame)
+        if len(conv) and len(adaptive):
+            change = 100 * (float(conv["value"].iloc[0]) - float(adaptive["value"].iloc[0]))
+            convergence = _mark(True, abs(change) <= 1.0, f"{change:+.1f} points at twice the effort",
+                                missing=f"moved {change:+.1f} points at twice the effort: raise it")
+        else:
+            convergence = _mark(True, False, missing="not rerun: every forward pass is a search"
+                                if p["costly"] else "not rerun")
+        rows.append({
+            "defense": p["name"],
+            "white-box": _mark(not masked, "pgd" in ran or not purifier,
+                               "the classifier is the system" if not purifier else "PGD through the system",
+                               why_not="gradient masked: BPDA instead"),
+            "BPDA": _mark(purifier, "bpda" in ran, why_not="no purifier"),
+            "EOT": _mark(p["random"], bool(ran & {"eot", "bpda_eot"}), why_not="deterministic"),
+            "latent": _mark(p["generator"], "latent" in ran, why_not="no generator"),
+            "detector-aware": _mark(p["detector"], "detector_aware" in ran, why_not="no detector"),
+            "AutoAttack": _mark(True, "autoattack" in ran, "APGD through the system", missing=(
+                "skipped: every forward pass is a search" if p["costly"] else "not run")),
+            "calibration": _mark(True, calibrated, calibration_note, missing=calibration_note),
+            "convergence": convergence,
+            "n and interval": _mark(True, interval, sample, missing="no interval recorded"),
+        })
+    return pd.DataFrame(rows, columns=["defense", *ITEMS])
+
+
+def boxes(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`checklist`'s table with the marks only (☑, ☐, —), one row per defense: narrow enough to read."""
+    return table.set_index("defense").apply(lambda column: column.str.split(" ").str[0])
+
+
+def open_items(table: pd.DataFrame) -> list[str]:
+    """Every open box of :func:`checklist`'s table as "defense, item: reason"."""
+    return [f"{row['defense']}, {item}: {row[item][len(MISSING):].strip()}"
+            for _, row in table.iterrows() for item in ITEMS if row[item].startswith(MISSING)]
