@@ -224,7 +224,7 @@ def test_autoattack_reference_stays_in_budget_and_agrees_with_our_pgd(mnist_mode
     ours = accuracy(mnist_model, attacks.pgd(mnist_model, x, y, eps=0.1, alpha=0.01, steps=40), y)
     theirs = accuracy(mnist_model, x_aa, y)
     print(f"PGD-40 {ours:.3f}, APGD-CE {theirs:.3f}")
-    assert abs(ours - theirs) <= 0.10  # measured 0.766 vs 0.750
+    assert abs(ours - theirs) <= 0.07  # measured 0.766 vs 0.750
     with pytest.raises(ValueError, match="norm"):
         attacks.autoattack(mnist_model, x, y, eps=0.1, norm="l1")
 
@@ -235,10 +235,20 @@ def test_cw_margin_handles_negative_logits():
 
 
 # --------------------------------------------------------------------------- independent implementations
-torchattacks = pytest.importorskip("torchattacks")
+# the cross-checks skip when their package is missing; every test above runs regardless
+@pytest.fixture
+def torchattacks():
+    return pytest.importorskip("torchattacks")
 
 
-def test_fgsm_matches_torchattacks_exactly(mnist_model, batch):
+@pytest.fixture
+def art():
+    evasion = pytest.importorskip("art.attacks.evasion")
+    classification = pytest.importorskip("art.estimators.classification")
+    return evasion, classification
+
+
+def test_fgsm_matches_torchattacks_exactly(mnist_model, batch, torchattacks):
     x, y = batch
     ours = attacks.fgsm(mnist_model, x, y, eps=0.2)
     theirs = torchattacks.FGSM(mnist_model, eps=0.2)(x, y)
@@ -246,7 +256,7 @@ def test_fgsm_matches_torchattacks_exactly(mnist_model, batch):
 
 
 @pytest.mark.parametrize("name", ["bim", "pgd", "mim", "deepfool"])
-def test_accuracy_matches_torchattacks(name, mnist_model, batch):
+def test_accuracy_matches_torchattacks(name, mnist_model, batch, torchattacks):
     x, y = batch
     if name == "deepfool":
         # torchattacks clamps to [0, 1] after every DeepFool step, which stalls it on MNIST's saturated
@@ -273,7 +283,7 @@ def test_accuracy_matches_torchattacks(name, mnist_model, batch):
     print(f"{name}: ours {acc_ours:.3f} torchattacks {acc_theirs:.3f}")
     # measured: identical (1 and 2 threads, two seeds of the model); the bound leaves room for float
     # rounding on another CPU, a wrong step or projection misses it by far
-    assert abs(acc_ours - acc_theirs) <= 0.07
+    assert abs(acc_ours - acc_theirs) <= 0.05
     if name == "deepfool":
         l2_ours = (x_ours - x).flatten(1).norm(dim=1).median()
         l2_theirs = (x_theirs - x).flatten(1).norm(dim=1).median()
@@ -281,22 +291,19 @@ def test_accuracy_matches_torchattacks(name, mnist_model, batch):
         assert abs(l2_ours - l2_theirs) <= 0.1 * l2_theirs
 
 
-art_evasion = pytest.importorskip("art.attacks.evasion")
-art_classification = pytest.importorskip("art.estimators.classification")
-
-
-def art_classifier(model: nn.Module):
+def art_classifier(art_classification, model: nn.Module):
     return art_classification.PyTorchClassifier(model, loss=nn.CrossEntropyLoss(), input_shape=(1, 28, 28),
                                                 nb_classes=10, clip_values=(0.0, 1.0), device_type="cpu")
 
 
-def test_jsma_success_rate_matches_art(mnist_model, batch):
+def test_jsma_success_rate_matches_art(mnist_model, batch, art):
+    art_evasion, art_classification = art
     x, y = batch[0][:64], batch[1][:64]
     target = (y + 1) % 10
     ours = attacks.jsma(mnist_model, x, y, target=target, theta=1.0, gamma=0.1)
-    art = art_evasion.SaliencyMapMethod(art_classifier(mnist_model), theta=1.0, gamma=0.1, batch_size=64,
-                                        verbose=False)
-    theirs = torch.from_numpy(art.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[target.numpy()]))
+    jsma = art_evasion.SaliencyMapMethod(art_classifier(art_classification, mnist_model), theta=1.0,
+                                         gamma=0.1, batch_size=64, verbose=False)
+    theirs = torch.from_numpy(jsma.generate(x.numpy(), y=np.eye(10, dtype=np.float32)[target.numpy()]))
     with torch.no_grad():
         rate_ours = (mnist_model(ours).argmax(1) == target).float().mean().item()
         rate_theirs = (mnist_model(theirs).argmax(1) == target).float().mean().item()
@@ -310,15 +317,16 @@ def test_jsma_success_rate_matches_art(mnist_model, batch):
     assert (ours != x).flatten(1).sum(1).max() <= int(0.1 * 784)
 
 
-def test_cw_l2_matches_art(mnist_model, batch):
+def test_cw_l2_matches_art(mnist_model, batch, art):
+    art_evasion, art_classification = art
     x, y = batch[0][:16], batch[1][:16]  # ART's C&W runs a per-example line search: slow
     # Adam moves tanh-space w by about lr per step, and saturated MNIST pixels sit at w ≈ ±7: with 50 steps
     # lr=0.01 leaves them frozen (measured: 6% success), so ours gets lr=0.1 for the same 50 × 3 iterations
     ours = attacks.cw_l2(mnist_model, x, y, c=1.0, kappa=0.0, steps=50, lr=0.1, binary_search_steps=3)
-    art = art_evasion.CarliniL2Method(art_classifier(mnist_model), confidence=0.0, learning_rate=0.01,
-                                      binary_search_steps=3, max_iter=50, initial_const=1.0, batch_size=16,
-                                      verbose=False)
-    theirs = torch.from_numpy(art.generate(x.numpy()))
+    cw = art_evasion.CarliniL2Method(art_classifier(art_classification, mnist_model), confidence=0.0,
+                                     learning_rate=0.01, binary_search_steps=3, max_iter=50,
+                                     initial_const=1.0, batch_size=16, verbose=False)
+    theirs = torch.from_numpy(cw.generate(x.numpy()))
     results = {}
     for who, x_adv in (("ours", ours), ("ART", theirs)):
         with torch.no_grad():
