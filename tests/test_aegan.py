@@ -209,7 +209,9 @@ def test_wgan_gp_and_magnet_train(mnist_data):
     assert h["mse"][-1] < 0.7 * h["mse"][0], h["mse"]
     scores = magnet.detector_scores(model.eval(), x, "l1")
     tau = magnet.threshold_at_fpr(scores, fpr=0.05)
-    assert (scores > tau).float().mean() <= 0.05
+    assert (scores > tau).float().mean() <= 0.05  # by construction, on the scores it was set on
+    held_out = magnet.detector_scores(model, mnist_data["x_test"][:300], "l1")
+    assert (held_out > tau).float().mean() <= 0.12  # clean test images it never saw: measured 0.053
 
 
 def test_substitute_doubles_its_set_and_learns_the_oracle(mnist_data, mnist_model):
