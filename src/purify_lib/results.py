@@ -3,8 +3,10 @@
 A run writes ``results/<profile>/<chapter>.csv`` with the columns of :data:`COLUMNS` and, beside it,
 ``<chapter>.provenance.json`` (profile, device, torch version, git commit, date, seconds, and the settings the
 chapter really used, recorded with :meth:`Results.record_settings`). Published numbers,
-typed from the papers, live in ``book/published/<chapter>.csv`` (the same columns, ``n`` replaced by
-``source``) and are always labelled "published".
+typed from the papers, live in ``book/published/<chapter>.csv`` (the key columns, ``value``, ``source``
+and a ``note`` wherever a setting of the key is not the paper's own, such as an ε taken from the authors'
+code) and are always labelled "published". A proportion's row carries its Wilson 95% interval in ``low`` and
+``high`` (:data:`PROPORTIONS`).
 """
 from __future__ import annotations
 
@@ -193,8 +195,9 @@ def side_by_side(ours: pd.DataFrame, chapter: str, table: str, committed: str | 
     def keyed(frame: pd.DataFrame, column: str, n: str | None = None) -> pd.DataFrame:
         frame = frame[frame["table"] == table].copy()
         frame["eps"] = frame["eps"].astype(float).round(6)
-        if n is None:
-            return frame[list(KEY) + ["value"]].rename(columns={"value": column})
+        if n is None:  # the published numbers, with their note where a setting is not the paper's own
+            notes = frame["note"].fillna("") if "note" in frame else ""
+            return frame[list(KEY) + ["value"]].rename(columns={"value": column}).assign(note=notes)
         if "low" not in frame:
             frame["low"] = frame["high"] = float("nan")
         frame[f"{column} 95% interval"] = [
@@ -231,7 +234,7 @@ def compare(run: Results, table: str, committed: str | None = "quick") -> tuple[
     frame = side_by_side(run.frame, run.chapter, table, committed=other)
     frame = frame.rename(columns={"ours − published": "Δ"})
     if frame["published"].isna().all():
-        frame = frame.drop(columns=["published", "Δ"])
+        frame = frame.drop(columns=["published", "Δ", "note"])
     missing = frame["ours"].isna()
     notes = []
     if missing.any():
@@ -252,7 +255,8 @@ def compare(run: Results, table: str, committed: str | None = "quick") -> tuple[
         if any(marked):
             notes.insert(0, "An attack marked *uncalibrated* fooled fewer than 99% of the undefended "
                             "classifier's correct images (table `calibration`): its rows understate it.")
-    empty = [c for c in frame.columns if c.endswith("95% interval") and not frame[c].fillna("").any()]
+    empty = [c for c in frame.columns if (c.endswith("95% interval") or c == "note")
+             and not frame[c].fillna("").any()]
     return frame.drop(columns=empty), " ".join(notes)
 
 
