@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from purify_lib import evaluate, train, weights, zoo
+from purify_lib import evaluate, provenance, train, weights, zoo
 from purify_lib.profiles import PROFILE_NAMES
 from purify_lib.recipes import build
 from purify_lib.recipes.aegan import AEGANRS
@@ -113,8 +113,12 @@ def test_shipped_weights_load_in_half_precision_within_a_tenth_of_a_point(privat
     assert (e["precision"] == "float16") == (e["bytes"] < 0.6 * sum(
         v.numel() * 4 for v in tiny_lenet().model().state_dict().values()))
     (private / "cache").rename(private / "old-cache")  # from now on only the shipped file can serve it
+    provenance.reset()
     model, history = build(tiny_lenet())
     assert history["seconds"] and next(model.parameters()).dtype == torch.float32
+    (used,) = provenance.used()["models"]  # what a chapter's provenance file will name
+    assert used["source"] == "shipped weights" and used["sha256"] == e["sha256"] and used["slug"] == "vanilla"
+    assert used["weights_hash"] == provenance.weights_hash(model) and used["commit"] == "test"
     assert json.loads((private / "weights" / weights.MANIFEST).read_text())["models"][0]["slug"] == "vanilla"
 
 

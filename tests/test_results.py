@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from purify_lib import checks, profiles, results, runtime
+from purify_lib import checks, data, profiles, results, runtime
 
 
 ROW = dict(table="T1", dataset="mnist", classifier="lenet", defense="none", attack="fgsm", eps=0.3,
@@ -27,6 +27,7 @@ def tree(monkeypatch, tmp_path):
 
 def test_save_writes_tidy_csv_and_provenance(tree):
     res = results.Results("99_demo", profiles.get_profile("smoke"))
+    data.load("mnist", "test", n=8)
     res.add(table="T1", dataset="mnist", classifier="lenet", defense="none", attack="fgsm",
             threat="oblivious", eps=0.3, metric="accuracy", value=0.125, n=64)
     csv = res.save()
@@ -36,6 +37,7 @@ def test_save_writes_tidy_csv_and_provenance(tree):
     prov = json.loads((csv.parent / "99_demo.provenance.json").read_text())
     assert {"profile", "device", "torch", "commit", "date", "seconds"} <= set(prov)
     assert prov["profile"] == "smoke" and prov["rows"] == 1
+    assert prov["data"].get("mnist/test") == data.source("mnist", "test")  # read by the tests' fixtures
 
 
 def test_add_rejects_unknown_threat_and_nan(tree):

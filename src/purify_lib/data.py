@@ -32,6 +32,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from . import provenance
+
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = 0
 
@@ -283,7 +285,8 @@ def load(name: str, split: str = "train", n: int | None = None) -> tuple[Tensor,
         raise ValueError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     if n is not None and (not isinstance(n, int) or n <= 0):
         raise ValueError(f"n: expected a positive integer or None, got {n!r}")
-    x, y, _ = _raw(name, "test" if split == "test" else "train")
+    x, y, where = _raw(name, "test" if split == "test" else "train")
+    provenance.data_used(name, split, where)
     if split == "test":
         idx = np.random.default_rng(SPLIT_SEED).permutation(len(y))
     else:

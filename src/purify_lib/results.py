@@ -1,12 +1,13 @@
 """The results contract: every number a chapter reports comes from one tidy table.
 
 A run writes ``results/<profile>/<chapter>.csv`` with the columns of :data:`COLUMNS` and, beside it,
-``<chapter>.provenance.json`` (profile, device, torch version, git commit, date, seconds, and the settings the
-chapter really used, recorded with :meth:`Results.record_settings`). Published numbers,
-typed from the papers, live in ``book/published/<chapter>.csv`` (the key columns, ``value``, ``source``
-and a ``note`` wherever a setting of the key is not the paper's own, such as an ε taken from the authors'
-code) and are always labelled "published". A proportion's row carries its Wilson 95% interval in ``low`` and
-``high`` (:data:`PROPORTIONS`).
+``<chapter>.provenance.json`` (profile, device, torch version, git commit, date, seconds, the settings the
+chapter really used, recorded with :meth:`Results.record_settings`, and what :mod:`purify_lib.provenance`
+gathered: each dataset's source and each trained model's weights hash, origin and training commit).
+Published numbers, typed from the papers, live in ``book/published/<chapter>.csv`` (the key columns,
+``value``, ``source`` and a ``note`` wherever a setting of the key is not the paper's own, such as an ε
+taken from the authors' code) and are always labelled "published". A proportion's row carries its Wilson
+95% interval in ``low`` and ``high`` (:data:`PROPORTIONS`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from . import stats
+from . import provenance, stats
 from .profiles import Profile
 from .runtime import get_device
 
@@ -152,12 +153,13 @@ class Results:
         folder.mkdir(parents=True, exist_ok=True)
         csv = folder / f"{self.chapter}.csv"
         self.frame.to_csv(csv, index=False, float_format="%.6g")
-        provenance = dict(chapter=self.chapter, profile=self.profile.name, device=device_name(),
-                          torch=torch.__version__, commit=git_commit(),
-                          date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                          seconds=round(time.perf_counter() - self._start, 1), rows=len(self.rows),
-                          settings=json.loads(json.dumps(self.settings, default=str)))
-        (folder / f"{self.chapter}.provenance.json").write_text(json.dumps(provenance, indent=2) + "\n")
+        record = dict(chapter=self.chapter, profile=self.profile.name, device=device_name(),
+                      torch=torch.__version__, commit=git_commit(),
+                      date=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                      seconds=round(time.perf_counter() - self._start, 1), rows=len(self.rows),
+                      settings=json.loads(json.dumps(self.settings, default=str)),
+                      **json.loads(json.dumps(provenance.used(), default=str)))
+        (folder / f"{self.chapter}.provenance.json").write_text(json.dumps(record, indent=2) + "\n")
         return csv
 
 

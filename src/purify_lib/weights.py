@@ -145,10 +145,12 @@ def read(e: Mapping[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return stored["state_dict"], stored["history"]
 
 
-def lookup(recipe_hash: str, code_hash: str, name: str) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-    """The shipped state and history trained by the recipe with ``recipe_hash`` and the training code with
-    ``code_hash``, or ``None``. An entry with the same recipe but other training code, or whose file is
-    missing, is not used: a warning says why and how long training it took (the caller then trains it)."""
+def lookup(recipe_hash: str, code_hash: str,
+           name: str) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]] | None:
+    """The shipped state, history and manifest entry of the weights trained by the recipe with
+    ``recipe_hash`` and the training code with ``code_hash``, or ``None``. An entry with the same recipe but
+    other training code, or whose file is missing, is not used: a warning says why and how long training it
+    took (the caller then trains it)."""
     same = [e for e in manifest() if e["recipe_hash"] == recipe_hash and e["name"] == name]
     for e in same:
         if e["code_hash"] != code_hash:
@@ -156,7 +158,7 @@ def lookup(recipe_hash: str, code_hash: str, name: str) -> tuple[dict[str, Tenso
         elif not (weights_dir() / e["file"]).exists():
             reason = "are listed in the manifest but the file is missing"
         else:
-            return read(e)
+            return (*read(e), dict(e))
         warnings.warn(f"shipped weights {e['file']} ({e['slug']}, {e['profile']}) {reason}: not used; the "
                       f"recipe trains the model now (it took {e['seconds'] / 60:.0f} min on {e['device']}; "
                       f"`make weights PROFILE={e['profile']} MODELS={e['slug']}` ships it anew)",

@@ -21,8 +21,9 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from .. import cache, data, evaluate, train, weights
+from .. import cache, data, evaluate, provenance, train, weights
 from ..profiles import PROFILE_NAMES, Profile
+from ..results import git_commit
 from ..runtime import get_device, seed_everything
 
 R = TypeVar("R", bound="Recipe")
@@ -146,20 +147,32 @@ def build(recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
     """
     found = weights.lookup(recipe.recipe_hash(), recipe.code_hash(), recipe.NAME)
     model = recipe.model()
+    record = dict(recipe=recipe.NAME, recipe_hash=recipe.recipe_hash(), code_hash=recipe.code_hash())
     if found is not None:
-        state, history = found
+        state, history, entry = found
         current = model.state_dict()
         model.load_state_dict({k: v.to(current[k].dtype) for k, v in state.items()})
+        provenance.model_used(f"{recipe.NAME}-{record['recipe_hash']}", {
+            **record, "source": "shipped weights", "slug": entry["slug"], "file": entry["file"],
+            "sha256": entry["sha256"], "commit": entry["commit"],
+            "weights_hash": provenance.weights_hash(model)})
         return model.eval(), history
     key = {"recipe": recipe.key(), "code": recipe.code_hash(),
            "data": cache.fingerprint(*recipe.training_data())}
     prefix = cache.cache_dir() / "checkpoints" / f"{recipe.NAME}-{cache.key_hash(key)}"
+    trained_now = []
 
     def fit(m: nn.Module) -> dict[str, Any]:
+        trained_now.append(True)
         with train.checkpoints(prefix):
-            return recipe.fit(m)
+            return {**recipe.fit(m), "commit": git_commit()}
 
-    return cache.load_or_train(model, fit, key, name=recipe.NAME)
+    model, history = cache.load_or_train(model, fit, key, name=recipe.NAME)
+    provenance.model_used(f"{recipe.NAME}-{record['recipe_hash']}", {
+        **record, "source": "trained now" if trained_now else "weight cache",
+        "commit": history.get("commit", "unknown (cached before commits were recorded)"),
+        "weights_hash": provenance.weights_hash(model)})
+    return model, history
 
 
 def target_key(target: Recipe) -> dict[str, str]:
