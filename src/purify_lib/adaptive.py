@@ -152,6 +152,17 @@ def check_differentiable(module: nn.Module, x: Tensor, what: str = "purifier") -
             f"with eot(...) if it is random")
 
 
+def _logits_and_score(output: object, what: str) -> tuple[Tensor, Tensor]:
+    """A detector model's ``(logits, score)`` output, the score flattened to one per example."""
+    if not isinstance(output, (tuple, list)) or len(output) != 2:
+        raise ValueError(f"{what}: the model must return a (logits, score) pair, got {type(output).__name__}")
+    logits, score = output
+    if score.shape not in ((len(logits),), (len(logits), 1)):
+        raise ValueError(f"{what}: expected one score per example (shape N or N×1), "
+                         f"got {tuple(score.shape)} for {len(logits)} examples")
+    return logits, score.reshape(-1)
+
+
 def detector_aware_loss(lam: float, penalty: Callable[[Tensor], Tensor] = F.softplus
                         ) -> Callable[[tuple[Tensor, Tensor], Tensor], Tensor]:
     """A loss for ``attacks.pgd(model, ..., loss_fn=...)`` on a model returning ``(logits, score)``.
@@ -167,14 +178,8 @@ def detector_aware_loss(lam: float, penalty: Callable[[Tensor], Tensor] = F.soft
         raise ValueError(f"penalty: expected a callable, got {type(penalty).__name__}")
 
     def loss_fn(output: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
-        if not isinstance(output, (tuple, list)) or len(output) != 2:
-            raise ValueError("detector_aware_loss: the model must return a (logits, score) pair, "
-                             f"got {type(output).__name__}")
-        logits, score = output
-        if score.shape not in ((len(logits),), (len(logits), 1)):
-            raise ValueError(f"detector_aware_loss: expected one score per example (shape N or N×1), "
-                             f"got {tuple(score.shape)} for {len(logits)} examples")
-        return F.cross_entropy(logits, y, reduction="none") - lam * penalty(score.reshape(-1))
+        logits, score = _logits_and_score(output, "detector_aware_loss")
+        return F.cross_entropy(logits, y, reduction="none") - lam * penalty(score)
 
     return loss_fn
 
@@ -198,15 +203,9 @@ def joint_hinge_loss(threshold: float = 0.5, kappa: float = 0.0
     cut = math.log(threshold / (1 - threshold))
 
     def loss_fn(output: tuple[Tensor, Tensor], y: Tensor) -> Tensor:
-        if not isinstance(output, (tuple, list)) or len(output) != 2:
-            raise ValueError("joint_hinge_loss: the model must return a (logits, score) pair, "
-                             f"got {type(output).__name__}")
-        logits, score = output
-        if score.shape not in ((len(logits),), (len(logits), 1)):
-            raise ValueError(f"joint_hinge_loss: expected one score per example (shape N or N×1), "
-                             f"got {tuple(score.shape)} for {len(logits)} examples")
+        logits, score = _logits_and_score(output, "joint_hinge_loss")
         wrong = (kappa - _margin(logits, y)).clamp_min(0)
-        seen = (score.reshape(-1) - cut + kappa).clamp_min(0)
+        seen = (score - cut + kappa).clamp_min(0)
         return -(wrong + seen)
 
     return loss_fn
