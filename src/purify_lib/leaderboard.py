@@ -16,7 +16,10 @@ chapter 1's), the same budgets (L∞ ε 0.1, 0.2, 0.3 and one L2 ε). Per defens
 * ``worst``: per image, adaptive and AutoAttack together: the headline number.
 
 A detector (GanDef-Comb) counts an adversarial image as handled when it rejects it or classifies it
-correctly, and a clean image only when it accepts it and classifies it correctly.
+correctly, and a clean image only when it accepts it and classifies it correctly: "correct or rejected", at
+the deployed threshold and at the one that rejects 5% of the clean images (:func:`metrics`). That is not
+accuracy, so detectors get a table of their own (:func:`detector_table`), never ranked against the board.
+:func:`convergence` reruns the adaptive attacks at twice the effort.
 """
 from __future__ import annotations
 
