@@ -345,8 +345,9 @@ def convergence(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budget: B
     with twice the steps, restarts, EOT samples and latent steps, on the same images and seed.
 
     One row per defense: the worst case in ``frame`` and with doubled effort, the change in points, and
-    ``converged`` when it moved by at most 1 point (where it moved more, the effort must rise). With
-    ``skip_costly``, defenses whose every forward pass is a search are listed as not run.
+    ``converged`` when it moved by at most 1 point (where it moved more, the effort must rise). A defense
+    with no image left standing is converged without a rerun. With ``skip_costly``, defenses whose every
+    forward pass is a search are listed as not run.
     """
     doubled = dataclasses.replace(budget, steps=2 * budget.steps, restarts=2 * budget.restarts,
                                   eot_samples=2 * budget.eot_samples, latent_steps=2 * budget.latent_steps)
@@ -359,6 +360,10 @@ def convergence(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budget: B
             rows.append(dict(defense=slug, metric=metric, effort=None, doubled=None, change_points=None,
                              converged=None, n=0, note="not run: every forward pass is a search"
                              if d.costly else "no adaptive row at this budget"))
+            continue
+        if float(base["value"].iloc[0]) == 0:  # no image left standing: more effort cannot lower it
+            rows.append(dict(defense=slug, metric=metric, effort=0.0, doubled=0.0, change_points=0.0,
+                             converged=True, n=int(base["n"].iloc[0]), note="nothing left to break"))
             continue
         again = evaluate_defense(d, x, y, [doubled], seed=seed)
         value = float(again[(again["attack"] == "adaptive") & (again["metric"] == metric)]["value"].iloc[0])
