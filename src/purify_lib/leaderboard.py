@@ -369,7 +369,7 @@ def convergence(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budget: B
         value = float(again[(again["attack"] == "adaptive") & (again["metric"] == metric)]["value"].iloc[0])
         change = 100 * (value - float(base["value"].iloc[0]))
         rows.append(dict(defense=slug, metric=metric, effort=float(base["value"].iloc[0]), doubled=value,
-                         change_points=change, converged=abs(change) <= 1.0, n=int(base["n"].iloc[0]),
+                         change_points=change, converged=abs(change) <= 1.0 + 1e-9, n=int(base["n"].iloc[0]),
                          note=""))
     return pd.DataFrame(rows)
 
