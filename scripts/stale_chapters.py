@@ -2,7 +2,8 @@
 
 A chapter's inputs are its notebook, the profile, the book configuration, every library module it
 imports, followed through the library's own imports (so its recipes' modules), and the shipped weights of the
-profile (their manifest entries). ``check`` touches (updates the modification time of) each
+profile (their manifest entries); a page built from the other chapters' results (the checklist) has all of
+theirs. ``check`` touches (updates the modification time of) each
 chapter whose inputs hash differently from the stamp of the last successful build in ``--build``; Sphinx then
 re-reads, and so re-executes, exactly those chapters. ``record`` writes the stamps after a successful build.
 
@@ -68,8 +69,16 @@ def dependencies(notebook: Path) -> list[Path]:
     return sorted({_module_file(name) for name in seen})
 
 
+READS_EVERY_CHAPTER = ("08_checklist",)
+"""Pages built from the other chapters' results: their inputs are every chapter's."""
+
+
 def fingerprint(notebook: Path, profile: str) -> str:
     digest = hashlib.sha256(profile.encode())
+    if notebook.stem in READS_EVERY_CHAPTER:
+        for other in chapters():
+            if other.stem not in READS_EVERY_CHAPTER:
+                digest.update(fingerprint(other, profile).encode())
     for path in [notebook, *(ROOT / c for c in CONFIG), *dependencies(notebook)]:
         digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
     manifest = ROOT / "weights" / "MANIFEST.json"
