@@ -138,3 +138,22 @@ def test_autoattack_runs_through_bpda_where_masked_and_is_recorded_so(mnist_mode
     x = torch.rand(2, 1, 28, 28, requires_grad=True)
     system(x).sum().backward()
     assert x.grad.abs().sum() > 0  # BPDA: the rounding's gradient is replaced by the identity's
+
+
+def test_convergence_reruns_at_twice_the_effort_and_skips_what_it_cannot_move(mnist_model, mnist_data):
+    x, y = mnist_data["x_test"][:16], mnist_data["y_test"][:16]
+    budget = lb.Budget(0.1, steps=4)
+
+    def smoothed(slug: str, **kw) -> lb.Defense:
+        return lb.Defense(slug, slug, "03_apeganpp", mnist_model, transforms.MedianSmoothing(2), **kw)
+
+    defenses = {slug: smoothed(slug, costly=slug == "slow") for slug in ("smooth", "broken", "slow")}
+    frame = pd.concat([lb.evaluate_defense(d, x, y, [budget]) for d in defenses.values()], ignore_index=True)
+    frame.loc[(frame["defense"] == "broken") & (frame["attack"] == "adaptive"), "value"] = 0.0
+    table = lb.convergence(defenses, x, y, budget, frame).set_index("defense")
+    base = frame[(frame["defense"] == "smooth") & (frame["attack"] == "adaptive")]["value"].item()
+    change = table.loc["smooth", "change_points"]
+    assert change == pytest.approx(100 * (table.loc["smooth", "doubled"] - base))
+    assert table.loc["smooth", "converged"] == (abs(change) <= 1.0 + 1e-9)
+    assert table.loc["broken", "note"] == "nothing left to break" and table.loc["broken", "converged"]
+    assert table.loc["slow", "note"].startswith("not run") and pd.isna(table.loc["slow", "doubled"])
