@@ -37,7 +37,7 @@ def test_save_writes_tidy_csv_and_provenance(tree):
     prov = json.loads((csv.parent / "99_demo.provenance.json").read_text())
     assert {"profile", "device", "torch", "commit", "date", "seconds"} <= set(prov)
     assert prov["profile"] == "smoke" and prov["rows"] == 1
-    assert prov["data"].get("mnist/test") == data.source("mnist", "test")  # read by the tests' fixtures
+    assert prov["data"].get("mnist/test") == data.portable(data.source("mnist", "test"))  # read by fixtures
 
 
 def test_add_rejects_unknown_threat_and_nan(tree):

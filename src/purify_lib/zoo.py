@@ -14,7 +14,6 @@ ships each model as it finishes (:mod:`purify_lib.weights`).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -24,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from . import cache, evaluate, results, weights
+from . import cache, data, evaluate, results, weights
 from .defenses import aegan, defensegan, transforms
 from .profiles import PROFILE_NAMES
 from .recipes import apegan as apegan_recipes
@@ -264,14 +263,7 @@ def ship(slug: str, profile: str, commit: str | None = None,
 
     return weights.save(slug, profile, module, history, recipe=key, recipe_hash=recipe_hash,
                         code_hash=code_hash, score=score, commit=commit, device=results.device_name(),
-                        data_source=_portable(r.data_source()))
-
-
-def _portable(source: str) -> str:
-    """A data source as a reader elsewhere can read it: ``PURIFY_DATA`` instead of this machine's folder."""
-    root = os.environ.get("PURIFY_DATA")
-    return "the offline bundle (PURIFY_DATA)" if root and os.path.realpath(source) == os.path.realpath(root) \
-        else source
+                        data_source=data.portable(r.data_source()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
