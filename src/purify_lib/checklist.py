@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from . import results
+from . import evaluate, results
 
 __all__ = ["ITEMS", "DONE", "MISSING", "NOT_APPLICABLE", "checklist", "boxes", "open_items"]
 
@@ -32,10 +32,10 @@ def _calibration(chapter: str, profile: str, board: pd.DataFrame) -> tuple[bool,
     rows = board[board["table"] == "calibration"]
     if rows.empty:
         return False, "the board has no calibration table"
-    failed = list(dict.fromkeys(rows[rows["value"] < 0.99]["attack"]))
+    failed = list(dict.fromkeys(rows[rows["value"] < evaluate.CALIBRATED]["attack"]))
     found = results.load(chapter, profile)
     own = found[0][found[0]["table"] == "calibration"] if found is not None else pd.DataFrame()
-    weak = list(dict.fromkeys(own[own["value"] < 0.99]["attack"])) if len(own) else []
+    weak = list(dict.fromkeys(own[own["value"] < evaluate.CALIBRATED]["attack"])) if len(own) else []
     chapter_note = (f"{chapter} has no calibration table" if own.empty
                     else f"{chapter}: {', '.join(weak)} below 99% (marked there)" if weak
                     else f"{chapter}: all pass")
