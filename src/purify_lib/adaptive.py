@@ -218,22 +218,24 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
     """The attack on Defense-GAN-like purifiers, which replace ``x`` by an image ``G(z)`` of a generator's
     range.
 
-    After Athalye, Carlini & Wagner (2018): search the latent space for a code ``z`` whose image the
-    classifier gets wrong and that lies inside the ``eps``-ball around ``x``, so that ``G(z)`` itself can be
-    submitted: the purifier's projection of a point of its own range should return (close to) that point.
-    Per start, Adam minimises per example
+    After Athalye, Carlini & Wagner (2018): search the latent space for a code ``z`` whose image ``G(z)``
+    lies inside the ``eps``-ball around ``x`` and is misclassified, so that it can be submitted: the
+    purifier's projection of a point of its own range should return (close to) that point. The input
+    submitted is always ``Π(G(z))``, where ``Π`` projects onto the ``eps``-ball (``norm``: ``"linf"`` or
+    ``"l2"``) and [0, 1]. Per start, Adam minimises per example
 
-        ``‖G(z) − Π(G(z))‖₂² + c·max(f_y − max_{j≠y} f_j, −kappa)``,   ``f = classifier(G(z))`` (logits),
+        ``‖G(z) − Π(G(z))‖₂² + c·max(f_y − max_{j≠y} f_j, −kappa)``,   ``f = classifier(Π(G(z)))`` (logits):
 
-    where ``Π`` projects onto the ``eps``-ball (``norm``: ``"linf"`` or ``"l2"``) and [0, 1]: the first term
-    is zero inside the ball, so only the part of ``G(z)`` outside it is pulled back. Each step's candidate is
-    ``Π(G(z))``, a valid input; per example the best iterate is kept, not the last: first any whose ``G(z)``
-    lies inside the ball and is misclassified (submitted unchanged, it is a point of the range the purifier
-    should return), else the lowest objective. Starts: ``z_init`` (e.g. an encoder's codes, or the
-    purifier's own projection of ``x``), then ``restarts`` more at ``z_init + spread·N(0, 1)``. Across starts
-    an example keeps the candidate that fools ``defense`` (the whole defended system, images → logits, run
-    once per start) and, without ``defense`` or among equals, the better-ranked one. Gradients flow to ``z``
-    only; the networks run in eval mode with frozen parameters, restored afterwards.
+    the first term, zero inside the ball, pulls ``G(z)`` towards the ball (a point of the range that the
+    purifier should return); the second makes the submitted input adversarial. ``classifier`` may be the
+    whole differentiable pipeline the defense runs (e.g. AE-GAN+rs's ``A ∘ G ∘ F``), so that the submitted
+    input fools what the defense does with it, not only the bare classifier. Per example the best iterate is
+    kept, not the last: any that ``classifier`` gets wrong first, else the lowest objective. Starts:
+    ``z_init`` (e.g. an encoder's codes, or the purifier's own projection of ``x``), then ``restarts`` more
+    at ``z_init + spread·N(0, 1)``. Across starts an example keeps the candidate that fools ``defense`` (the
+    whole defended system, images → logits, run once per start) and, without ``defense`` or among equals,
+    the better-ranked one. Gradients flow to ``z`` only; the networks run in eval mode with frozen
+    parameters, restored afterwards.
     """
     for name, network in (("generator", generator), ("classifier", classifier)):
         if not isinstance(network, nn.Module):
@@ -282,29 +284,28 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
     return best
 
 
-_VALID = 1e6  # lifts a candidate that is inside the ball and misclassified above every other
-_INSIDE = 1e-6  # squared L2 distance from the ball under which G(z) counts as inside it
+_VALID = 1e6  # lifts a candidate that the classifier gets wrong above every other
 
 
 def _latent_search(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Tensor, z0: Tensor,
                    eps: float, steps: int, lr: float, c: float, kappa: float, norm: str,
                    desc: str) -> tuple[Tensor, Tensor]:
     """One start of :func:`latent_attack`: per example the best candidate ``Π(G(z))`` and its rank (lower is
-    better: a ``G(z)`` inside the ball that the classifier gets wrong first, then the objective)."""
+    better: a candidate the classifier gets wrong first, then the objective)."""
     z = z0.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([z], lr=lr)
     best = x.clone()
     best_loss = torch.full((len(x),), float("inf"), device=x.device)
     for step in progress(range(steps + 1), desc=desc, leave=False):
         image = generator(z)
-        inside = _project_(image.detach().clone(), x, eps, norm)
+        inside = _project_(image.clone(), x, eps, norm)  # differentiable: the input that is submitted
         outside = (image - inside).flatten(1).pow(2).sum(1)
-        margin = _margin(classifier(image), y)
+        margin = _margin(classifier(inside), y)
         loss = outside + c * (-margin).clamp_min(-kappa)
-        with torch.no_grad():  # a rank: fooling the classifier from inside the ball beats any objective
-            rank = loss - _VALID * ((margin > 0) & (outside <= _INSIDE)).float()
+        with torch.no_grad():  # a rank: fooling the classifier beats any objective
+            rank = loss - _VALID * (margin > 0).float()
             better = rank < best_loss
-            best[better], best_loss[better] = inside[better], rank[better]
+            best[better], best_loss[better] = inside.detach()[better], rank[better]
         if step == steps:  # the last iterate is scored, not moved
             break
         optimizer.zero_grad(set_to_none=True)
