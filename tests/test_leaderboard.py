@@ -140,20 +140,36 @@ def test_autoattack_runs_through_bpda_where_masked_and_is_recorded_so(mnist_mode
     assert x.grad.abs().sum() > 0  # BPDA: the rounding's gradient is replaced by the identity's
 
 
-def test_convergence_reruns_at_twice_the_effort_and_skips_what_it_cannot_move(mnist_model, mnist_data):
+def test_the_effort_rises_until_the_worst_case_stops_moving(mnist_model, mnist_data):
     x, y = mnist_data["x_test"][:16], mnist_data["y_test"][:16]
-    budget = lb.Budget(0.1, steps=4)
+    budget = lb.Budget(0.1, steps=2, stages=1)
 
     def smoothed(slug: str, **kw) -> lb.Defense:
         return lb.Defense(slug, slug, "03_apeganpp", mnist_model, transforms.MedianSmoothing(2), **kw)
 
     defenses = {slug: smoothed(slug, costly=slug == "slow") for slug in ("smooth", "broken", "slow")}
-    frame = pd.concat([lb.evaluate_defense(d, x, y, [budget]) for d in defenses.values()], ignore_index=True)
-    frame.loc[(frame["defense"] == "broken") & (frame["attack"] == "adaptive"), "value"] = 0.0
-    table = lb.convergence(defenses, x, y, budget, frame).set_index("defense")
-    base = frame[(frame["defense"] == "smooth") & (frame["attack"] == "adaptive")]["value"].item()
+    once = lb.evaluate_defense(defenses["smooth"], x, y, [budget])
+    raised = lb.evaluate_defense(defenses["smooth"], x, y, [budget], converge=[budget],
+                                 max_doublings=3)
+    v, base = raised.set_index("attack")["value"], once.set_index("attack")["value"]
+    assert v["adaptive"] <= v["adaptive_previous"] and v["adaptive"] <= base["adaptive"]  # over every effort
+    assert v["effort"] in (2.0, 4.0, 8.0) and "adaptive_previous" not in base.index
+    broken = lb.evaluate_defense(defenses["broken"], x, y, [budget])
+    broken.loc[broken["attack"] == "adaptive", "value"] = 0.0
+    slow = lb.evaluate_defense(defenses["slow"], x, y, [budget])
+    frame = pd.concat([raised.assign(defense="smooth"), broken, slow], ignore_index=True)
+    table = lb.convergence(frame, defenses, budget).set_index("defense")
     change = table.loc["smooth", "change_points"]
-    assert change == pytest.approx(100 * (table.loc["smooth", "doubled"] - base))
-    assert table.loc["smooth", "converged"] == (abs(change) <= 1.0 + 1e-9)
+    assert change == pytest.approx(100 * (v["adaptive"] - v["adaptive_previous"]))
+    assert table.loc["smooth", "converged"] == (abs(change) <= lb.CONVERGED_POINTS + 1e-9)
+    assert table.loc["smooth", "converged"] or v["effort"] == 8.0  # stops early only once converged
+    with_aa = lb.evaluate_defense(defenses["smooth"], x, y, [budget], converge=[budget],
+                                  autoattack_budgets=[budget], autoattack_n=8, autoattack_attacks=["apgd-ce"])
+    w = with_aa.set_index("attack")["value"]  # the board's number, AutoAttack included, is what must settle
+    assert w["worst"] <= w["worst_previous"] and w["worst"] <= w["autoattack"]
+    row = lb.convergence(with_aa, defenses, budget).set_index("defense").loc["smooth"]
+    assert row["column"] == "worst"
+    assert row["change_points"] == pytest.approx(100 * (w["worst"] - w["worst_previous"]))
     assert table.loc["broken", "note"] == "nothing left to break" and table.loc["broken", "converged"]
-    assert table.loc["slow", "note"].startswith("not run") and pd.isna(table.loc["slow", "doubled"])
+    assert table.loc["slow", "note"].startswith("not rerun: every forward pass") and pd.isna(table.loc["slow",
+                                                                                                      "before"])

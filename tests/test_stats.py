@@ -79,6 +79,14 @@ def test_calibration_flags_a_deliberately_weakened_attack(mnist_model, mnist_dat
     assert frame["attack"].tolist() == ["pgd", "pgd_weak (uncalibrated)"] and "uncalibrated" in note
 
 
+def test_calibration_status_separates_a_small_budget_from_a_weak_attack():
+    # the board's L2 2.0 at quick: PGD 0.670 and APGD-CE 0.691 of 97 correct images agree: the budget
+    assert evaluate.calibration_status(0.670, 97, 0.691, 97) == evaluate.BUDGET_LIMITED
+    assert evaluate.calibration_status(0.670, 97, 0.900, 97) == evaluate.WEAK  # APGD-CE far ahead
+    assert evaluate.calibration_status(0.670, 97) == evaluate.WEAK  # nothing to compare with
+    assert evaluate.calibration_status(0.990, 97, 0.5, 97) == evaluate.CALIBRATED_STATUS
+
+
 def test_claim_rules_flip_when_their_numbers_cross_the_threshold():
     # "AE-GAN+rs keeps at least 0.80" on 1,000 images; on 40 the same value is inconclusive
     assert stats.at_least(0.85, 1000, 0.80) == stats.HOLDS

@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from purify_lib import adaptive
+from purify_lib import adaptive, stats
 from purify_lib.checks import check_images, check_labels, check_positive
 from purify_lib.results import THREATS, Results
 from purify_lib.runtime import eval_mode, model_device, progress
 
 __all__ = ["Defended", "accuracy", "predict", "attack_dataset", "robust_accuracy", "evaluate_grid",
-           "RUNNABLE", "CALIBRATED", "success_rate", "calibration_row", "calibration_rows"]
+           "RUNNABLE", "CALIBRATED", "success_rate", "calibration_row", "calibration_rows",
+           "calibration_status", "CALIBRATED_STATUS", "BUDGET_LIMITED", "WEAK"]
 
 Attack = Callable[..., Tensor]
 RUNNABLE = THREATS[:6]
@@ -278,3 +279,21 @@ def calibration_rows(results: Results, *, dataset: str, classifier_name: str, mo
                                attack=name, eps=float(params.get("eps", 0.0))):
             failed.append(name)
     return failed
+
+
+CALIBRATED_STATUS, BUDGET_LIMITED, WEAK = "calibrated", "budget-limited", "weak"
+
+
+def calibration_status(success: float, n: int, reference: float | None = None,
+                       n_reference: int | None = None) -> str:
+    """How to read an attack's calibration (success ``success`` on ``n`` correct images):
+    :data:`CALIBRATED_STATUS` at :data:`CALIBRATED` or above; below it, :data:`BUDGET_LIMITED` when an
+    independent ``reference`` attack on the same images (e.g. AutoAttack's APGD-CE, success ``reference`` on
+    ``n_reference``) is not ahead of it beyond Newcombe's interval (the images left are beyond the budget,
+    not beyond the attack); else :data:`WEAK` (also without a reference)."""
+    if success >= CALIBRATED:
+        return CALIBRATED_STATUS
+    if reference is None or n_reference is None:
+        return WEAK
+    ahead = stats.ahead_by(success, n, reference, n_reference, 0.0) == stats.HOLDS
+    return WEAK if ahead else BUDGET_LIMITED

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from .analysis import gandef as gandef_analysis
 from . import adaptive, attacks, evaluate, results, stats, zoo
-from .checks import check_images, check_labels
+from .checks import check_images, check_int, check_labels
 from .profiles import Profile
 from .runtime import model_device, progress, seed_everything
 from .zoo import Defense
@@ -42,13 +42,14 @@ from .zoo import Defense
 __all__ = ["Defense", "BOARD", "Budget", "ATTACK_THREAT", "THREAT_OF", "target", "autoattack_threat", "build",
            "system", "is_masked", "plan", "handled",
            "craft", "evaluate_defense", "evaluate_all", "leaderboard_table", "detector_table", "checks",
-           "board_html", "metrics", "FPR", "convergence", "pgd_params", "properties",
-           "published_value", "check_lines"]
+           "board_html", "metrics", "FPR", "convergence", "doubled", "CONVERGED_POINTS", "MAX_DOUBLINGS",
+           "pgd_params", "properties", "published_value", "check_lines"]
 
 THRESHOLD = 0.5
 """GanDef-Comb's rejection threshold on the discriminator's probability, as in chapter 5."""
 
-ATTACK_THREAT = dict.fromkeys(("latent", "detector_aware", "adaptive", "worst"), "adaptive")
+ATTACK_THREAT = dict.fromkeys(("latent", "detector_aware", "adaptive", "adaptive_previous", "worst",
+                               "worst_previous"), "adaptive")
 """The threat model (``results.THREATS``) each leaderboard column is recorded under, besides the gradient
 attacks' (:data:`THREAT_OF`) and AutoAttack's (:func:`autoattack_threat`)."""
 
@@ -185,7 +186,10 @@ def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tens
     if attack == "latent":
         decoder, encoder = d.generator
         z0 = evaluate.predict(encoder, x) if encoder is not None else d.purifier.project(x).z
-        return adaptive.latent_attack(decoder, d.classifier, x, y, eps=budget.eps, z_init=z0, lr=0.05,
+        # aimed at what the defense does with its input: its differentiable path where it has one (AE-GAN+rs
+        # re-encodes, A ∘ G ∘ F), else the classifier (Defense-GAN should return the range point unchanged)
+        aim = nn.Sequential(d.surrogate, d.classifier) if d.surrogate is not None else d.classifier
+        return adaptive.latent_attack(decoder, aim, x, y, eps=budget.eps, z_init=z0, lr=0.05,
                                       c=100.0, steps=budget.latent_steps, kappa=5.0, norm=budget.norm,
                                       restarts=budget.restarts, spread=0.5,
                                       defense=evaluate.Defended(d.purifier, d.classifier))
@@ -197,10 +201,28 @@ def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tens
                      f"got {attack!r}")
 
 
+CONVERGED_POINTS = 1.0
+"""The attacks have converged when doubling their effort moves the worst case by at most this many points."""
+MAX_DOUBLINGS = 2
+"""How often :func:`evaluate_defense` doubles the effort at most (up to 4× the budget's)."""
+
+
+def doubled(budget: Budget) -> Budget:
+    """``budget`` with twice the steps, restarts, EOT samples and latent steps."""
+    return dataclasses.replace(budget, steps=2 * budget.steps, restarts=2 * budget.restarts,
+                               eot_samples=2 * budget.eot_samples, latent_steps=2 * budget.latent_steps)
+
+
+def _moved(before: Tensor, after: Tensor) -> float:
+    """How many points the share of ``True`` moved between two per-image masks."""
+    return abs(100 * (after.float().mean().item() - before.float().mean().item()))
+
+
 def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget], *,
                      autoattack_budgets: Sequence[Budget] = (), autoattack_n: int = 100,
                      autoattack_attacks: Sequence[str] | None = None,
-                     oblivious: Mapping[Budget, Tensor] | None = None, seed: int = 0) -> pd.DataFrame:
+                     oblivious: Mapping[Budget, Tensor] | None = None, converge: Sequence[Budget] = (),
+                     max_doublings: int = MAX_DOUBLINGS, seed: int = 0) -> pd.DataFrame:
     """Every number of ``d``'s leaderboard rows, one row per (budget, column).
 
     Columns: ``clean`` (budget-free, ε 0), ``oblivious``, each attack of :func:`plan`, ``adaptive`` (per-image
@@ -208,6 +230,14 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
     images; ``autoattack_attacks`` a subset of its attacks, ``None`` the standard suite) and ``worst``
     (adaptive and AutoAttack together, on those images); plus ``inference_s_per_1000``.
     ``oblivious`` may hand in PGD examples already crafted on the same classifier (by budget).
+
+    For the budgets in ``converge`` the effort rises until the attacks have converged: every attack of the
+    plan runs again at twice the steps, restarts, EOT samples and latent steps (:func:`doubled`), and
+    ``adaptive`` becomes the per-image worst case over every effort, until a doubling moves the board's number
+    (``worst`` where AutoAttack ran, else ``adaptive``) by at most :data:`CONVERGED_POINTS` or after
+    ``max_doublings``. Rows ``adaptive_previous`` and ``worst_previous`` (before the last doubling) and
+    ``effort`` (metric ``multiplier``: the last effort, in multiples of the budget's) record it for
+    :func:`convergence`.
     Returns a frame with columns defense, attack, threat, eps, norm, metric (:func:`metrics`), value, n.
     """
     x, y = x[:d.max_images], y[:d.max_images]
@@ -239,15 +269,37 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
             ok = score(x_adv, y)
             add(attack, budget, ok)
             worst = {m: ok[m] & worst[m] if m in worst else ok[m] for m in ok}
-        add("adaptive", budget, worst)
+        aa: dict[str, Tensor] | None = None
+        k = min(autoattack_n, len(x))
         if budget in autoattack_budgets:
-            k = min(autoattack_n, len(x))
             threat = autoattack_threat(d, masked)
             x_aa = attacks.autoattack(target(d, threat), x[:k], y[:k], eps=budget.eps, norm=budget.norm,
                                       attacks_to_run=autoattack_attacks, seed=seed)
-            ok = score(x_aa, y[:k])
-            add("autoattack", budget, ok, threat)
-            add("worst", budget, {m: ok[m] & worst[m][:k] for m in ok})
+            aa = score(x_aa, y[:k])
+            add("autoattack", budget, aa, threat)
+
+        def headline(w: dict[str, Tensor]) -> dict[str, Tensor]:
+            """The board's number per image: ``w``, and AutoAttack where it ran (on its images)."""
+            return w if aa is None else {m: aa[m] & w[m][:k] for m in aa}
+
+        if budget in converge and any(worst[m].any() for m in worst):
+            effort, multiplier = budget, 1
+            for _ in range(check_int(max_doublings, "max_doublings", 1)):
+                effort, multiplier, previous = doubled(effort), 2 * multiplier, worst
+                for attack in plan(d, masked, budget.norm):  # the oblivious one too: for a classifier it is
+                    ok = score(craft(d, attack, x, y, effort), y)  # the white-box attack
+                    worst = {m: ok[m] & worst[m] for m in ok}
+                before, after = headline(previous), headline(worst)
+                if all(_moved(before[m], after[m]) <= CONVERGED_POINTS for m in after):
+                    break
+            add("adaptive_previous", budget, previous)
+            if aa is not None:
+                add("worst_previous", budget, headline(previous))
+            rows.append(dict(defense=d.slug, attack="effort", threat="adaptive", eps=budget.eps,
+                             norm=budget.norm, metric="multiplier", value=float(multiplier), n=len(x)))
+        add("adaptive", budget, worst)
+        if aa is not None:
+            add("worst", budget, headline(worst))
             if k < len(x):  # our adaptive number on AutoAttack's images, for :func:`checks`
                 add("adaptive_aa_images", budget, {m: w[:k] for m, w in worst.items()})
     return pd.DataFrame(rows)
@@ -256,10 +308,10 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
 def evaluate_all(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budgets: Sequence[Budget], *,
                  headline: Budget, full: bool, autoattack_budgets: Sequence[Budget] = (),
                  autoattack_n: int = 100, autoattack_attacks: Sequence[str] | None = None,
-                 seed: int = 0) -> pd.DataFrame:
+                 converge: bool = True, seed: int = 0) -> pd.DataFrame:
     """:func:`evaluate_defense` for every defense on the same images, the oblivious examples crafted once per
-    classifier and shared. Unless ``full``, a ``costly`` defense is attacked at ``headline`` only and without
-    AutoAttack."""
+    classifier and shared, the effort raised at ``headline`` until the attacks converge (``converge``).
+    Unless ``full``, a ``costly`` defense is attacked at ``headline`` only, once, without AutoAttack."""
     shared: dict[int, dict[Budget, Tensor]] = {}
     frames = []
     for d in progress(defenses.values(), desc="leaderboard"):
@@ -270,7 +322,8 @@ def evaluate_all(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budgets:
                 oblivious[budget] = craft(d, "oblivious", x, y, budget)
         frames.append(evaluate_defense(
             d, x, y, mine, autoattack_budgets=[b for b in autoattack_budgets if full or not d.costly],
-            autoattack_n=autoattack_n, autoattack_attacks=autoattack_attacks, oblivious=oblivious, seed=seed))
+            autoattack_n=autoattack_n, autoattack_attacks=autoattack_attacks, oblivious=oblivious,
+            converge=[headline] if converge and (full or not d.costly) else [], seed=seed))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -339,38 +392,37 @@ def checks(frame: pd.DataFrame, defenses: Mapping[str, Defense], probe: Tensor,
     return pd.DataFrame(rows)
 
 
-def convergence(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budget: Budget, frame: pd.DataFrame, *,
-                skip_costly: bool = True, seed: int = 0) -> pd.DataFrame:
-    """Whether the adaptive attacks have converged: each defense's adaptive worst case at ``budget`` again
-    with twice the steps, restarts, EOT samples and latent steps, on the same images and seed.
+def convergence(frame: pd.DataFrame, defenses: Mapping[str, Defense], budget: Budget) -> pd.DataFrame:
+    """Whether the adaptive attacks converged at ``budget`` (:func:`evaluate_defense` with ``converge``).
 
-    One row per defense: the worst case in ``frame`` and with doubled effort, the change in points, and
-    ``converged`` when it moved by at most 1 point (where it moved more, the effort must rise). A defense
-    with no image left standing is converged without a rerun. With ``skip_costly``, defenses whose every
-    forward pass is a search are listed as not run.
+    One row per defense and metric: the effort reached (in multiples of the budget's), the board's number
+    (``worst`` where AutoAttack ran, else ``adaptive``) before the last doubling and after it, the change in
+    points, and ``converged`` when it moved by at most :data:`CONVERGED_POINTS`. A defense with no image left
+    standing is converged without a rerun; one not rerun (a costly defense outside ``full``) says so.
     """
-    doubled = dataclasses.replace(budget, steps=2 * budget.steps, restarts=2 * budget.restarts,
-                                  eot_samples=2 * budget.eot_samples, latent_steps=2 * budget.latent_steps)
     rows = []
-    for slug, d in progress(defenses.items(), desc="convergence"):
-        metric = next(iter(metrics(d, x[:8])))
-        f = frame[(frame["defense"] == slug) & (frame["metric"] == metric)]
-        base = f[(f["attack"] == "adaptive") & (f["eps"] == budget.eps) & (f["norm"] == budget.norm)]
-        if base.empty or (skip_costly and d.costly):
-            rows.append(dict(defense=slug, metric=metric, effort=None, doubled=None, change_points=None,
-                             converged=None, n=0, note="not run: every forward pass is a search"
-                             if d.costly else "no adaptive row at this budget"))
-            continue
-        if float(base["value"].iloc[0]) == 0:  # no image left standing: more effort cannot lower it
-            rows.append(dict(defense=slug, metric=metric, effort=0.0, doubled=0.0, change_points=0.0,
-                             converged=True, n=int(base["n"].iloc[0]), note="nothing left to break"))
-            continue
-        again = evaluate_defense(d, x, y, [doubled], seed=seed)
-        value = float(again[(again["attack"] == "adaptive") & (again["metric"] == metric)]["value"].iloc[0])
-        change = 100 * (value - float(base["value"].iloc[0]))
-        rows.append(dict(defense=slug, metric=metric, effort=float(base["value"].iloc[0]), doubled=value,
-                         change_points=change, converged=abs(change) <= 1.0 + 1e-9, n=int(base["n"].iloc[0]),
-                         note=""))
+    for slug, d in defenses.items():
+        f = frame[(frame["defense"] == slug) & (frame["eps"] == budget.eps) & (frame["norm"] == budget.norm)]
+        v = f.set_index(["attack", "metric"])["value"]
+        for metric in (m for m in f["metric"].unique() if m != "multiplier"):
+            head = "worst" if ("worst", metric) in v.index else "adaptive"
+            if (head, metric) not in v.index:
+                continue
+            final = float(v[head, metric])
+            n = int(f[(f["attack"] == head) & (f["metric"] == metric)]["n"].iloc[0])
+            row = dict(defense=slug, metric=metric, column=head, effort=None, before=None, final=final,
+                       change_points=None, converged=None, n=n, note="")
+            if (f"{head}_previous", metric) in v.index:
+                before = float(v[f"{head}_previous", metric])
+                change = 100 * (final - before)
+                row.update(effort=float(v["effort", "multiplier"]), before=before, change_points=change,
+                           converged=abs(change) <= CONVERGED_POINTS + 1e-9)
+            elif final == 0:
+                row.update(effort=1.0, before=0.0, change_points=0.0, converged=True,
+                           note="nothing left to break")
+            else:
+                row["note"] = "not rerun: every forward pass is a search" if d.costly else "not rerun"
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
