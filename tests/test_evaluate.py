@@ -112,6 +112,27 @@ def test_evaluate_grid_adds_one_row_per_cell(mnist_model, test_set) -> None:
                                classifier=mnist_model, x=x, y=y, attacks={}, defenses={}, threats=("none",))
 
 
+def test_evaluate_grid_crafts_the_classifiers_examples_once(mnist_model, test_set) -> None:
+    # the undefended row and every purifier's oblivious row are the same attack on the same classifier
+    x, y = test_set[0][:64], test_set[1][:64]
+    calls = []
+
+    def counted(model, xb, yb, eps):
+        calls.append(model)
+        return attacks.fgsm(model, xb, yb, eps=eps)
+
+    results = Results("test", get_profile("smoke"))
+    bare = evaluate.evaluate_grid(
+        results, table="t", dataset="mnist", classifier_name="cnn", classifier=mnist_model, x=x, y=y,
+        attacks={"FGSM": (counted, {"eps": 0.1})},
+        defenses={"none": None, "blur": blur(), "id": nn.Identity()})
+    assert len(calls) == 1 + 2  # once on the classifier, then white-box through each purifier
+    assert sum(model is mnist_model for model in calls) == 1
+    frame = results.frame.set_index(["defense", "threat"])["value"]
+    assert frame["id", "oblivious"] == frame["none", "whitebox"]
+    assert evaluate.accuracy(mnist_model, bare["FGSM"], y) == frame["none", "whitebox"]
+
+
 def test_predict_and_attack_dataset_restore_each_submodules_mode(mnist_model, mnist_data):
     # a wrapper built in train mode around eval-mode parts must not switch those parts to train mode
     x, y = mnist_data["x_test"][:4], mnist_data["y_test"][:4]

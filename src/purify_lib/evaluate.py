@@ -200,7 +200,7 @@ def evaluate_grid(
     batch_size: int = 256,
     eot_samples: int = 20,
     clean: bool = True,
-) -> None:
+) -> dict[str, Tensor]:
     """Add one ``accuracy`` row to ``results`` per defense × attack × threat.
 
     Args:
@@ -213,25 +213,40 @@ def evaluate_grid(
         eot_samples: random draws for ``"eot"`` and ``"bpda_eot"``.
         clean: also add each defense's clean-accuracy row (threat ``"none"``); turn it off on all but one
             call when a table is filled by several calls (one per ε, say).
+
+    Returns:
+        attack name → the examples crafted on the bare classifier, where any were needed: crafted once and
+        shared by the undefended classifier's row and every purifier's ``"oblivious"`` row (and reusable,
+        e.g. for :func:`calibration_row`).
     """
     for threat in threats:
         if threat not in RUNNABLE or threat == "none":
             raise ValueError(f"threats: expected attacked threat models from {', '.join(RUNNABLE[1:])}, "
                              f"got {threat!r}")
+    check_images(x)
+    check_labels(y, len(x))
     n = len(x)
     common = dict(table=table, dataset=dataset, classifier=classifier_name, n=n)
+    bare: dict[str, Tensor] = {}
     for defense, purifier in defenses.items():
+        system = classifier if purifier is None else Defended(purifier, classifier)
         if clean:
-            value = robust_accuracy(classifier, x, y, purifier=purifier, threat="none", batch_size=batch_size)
             results.add(**common, defense=defense, attack="none", threat="none", eps=0.0, metric="accuracy",
-                        value=value)
+                        value=accuracy(system, x, y, batch_size))
         for attack_name, (attack, params) in attacks.items():
             for threat in (["whitebox"] if purifier is None else threats):
-                value = robust_accuracy(classifier, x, y, attack, purifier=purifier, threat=threat,
-                                        batch_size=batch_size, eot_samples=eot_samples,
-                                        desc=f"{defense}: {attack_name} ({threat})", **params)
+                if purifier is None or threat == "oblivious":  # the same attack on the same classifier
+                    if attack_name not in bare:
+                        bare[attack_name] = attack_dataset(attack, classifier, x, y, batch_size,
+                                                           desc=f"{attack_name} (classifier)", **params)
+                    value = accuracy(system, bare[attack_name], y, batch_size)
+                else:
+                    value = robust_accuracy(classifier, x, y, attack, purifier=purifier, threat=threat,
+                                            batch_size=batch_size, eot_samples=eot_samples,
+                                            desc=f"{defense}: {attack_name} ({threat})", **params)
                 results.add(**common, defense=defense, attack=attack_name, threat=threat,
                             eps=float(params.get("eps", 0.0)), metric="accuracy", value=value)
+    return bare
 
 
 def success_rate(model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor,
