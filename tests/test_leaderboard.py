@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from purify_lib import leaderboard as lb
+from purify_lib import attacks, leaderboard as lb
 from purify_lib.analysis import gandef as analysis
 from purify_lib import zoo
 from purify_lib.defenses import gandef, transforms
@@ -173,3 +173,30 @@ def test_the_effort_rises_until_the_worst_case_stops_moving(mnist_model, mnist_d
     assert table.loc["broken", "note"] == "nothing left to break" and table.loc["broken", "converged"]
     assert table.loc["slow", "note"].startswith("not rerun: every forward pass") and pd.isna(table.loc["slow",
                                                                                                       "before"])
+
+
+def test_a_rerun_attacks_only_the_images_still_standing_and_gives_the_same_worst_case(mnist_model, mnist_data,
+                                                                                       monkeypatch):
+    x, y = mnist_data["x_test"][:32], mnist_data["y_test"][:32]
+    d = lb.Defense("smooth", "smooth", "03_apeganpp", mnist_model, transforms.MedianSmoothing(2))
+    budget = lb.Budget(0.2, steps=3, stages=1)
+    craft, sizes = lb.craft, []
+
+    def deterministic(d, attack, x_in, y_in, budget):  # PGD from the clean image: each image on its own
+        sizes.append(len(x_in))
+        return attacks.pgd(lb.target(d, "whitebox"), x_in, y_in, eps=budget.eps, alpha=budget.eps / 4,
+                           steps=budget.steps, random_start=False)
+
+    monkeypatch.setattr(lb, "craft", deterministic)
+    score = lambda x_in, y_in: {"accuracy": lb.handled(d, x_in, y_in)}  # noqa: E731
+    worst = {"accuracy": torch.arange(32) % 3 != 0}  # a third of the images already broken
+    everywhere = worst["accuracy"] & score(deterministic(d, "pgd", x, y, budget), y)["accuracy"]
+    sizes.clear()
+    rerun = lb._rerun(d, "pgd", x, y, budget, worst, score)
+    assert sizes == [int(worst["accuracy"].sum())]  # the broken third was not attacked again
+    assert torch.equal(rerun["accuracy"], everywhere)
+    assert torch.equal(worst["accuracy"], torch.arange(32) % 3 != 0)  # the caller's mask is left alone
+    sizes.clear()
+    assert lb._rerun(d, "pgd", x, y, budget, {"accuracy": torch.zeros(32, dtype=torch.bool)}, score)[
+        "accuracy"].sum() == 0 and sizes == []  # nothing standing: no attack at all
+    monkeypatch.setattr(lb, "craft", craft)
