@@ -13,7 +13,7 @@ import torch
 
 from purify_lib import evaluate, provenance, train, weights, zoo
 from purify_lib.profiles import PROFILE_NAMES
-from purify_lib.recipes import build
+from purify_lib.recipes import build, departures
 from purify_lib.recipes.aegan import AEGANRS
 from purify_lib.recipes.apeganpp import Finetuned, ThirdParty
 from purify_lib.recipes.classifiers import LeNet
@@ -54,6 +54,25 @@ def test_every_knob_is_a_row_and_any_change_is_another_recipe():
     assert "target.epochs" in nested.knobs()
     assert dataclasses.replace(nested, target=dataclasses.replace(nested.target, epochs=1)).recipe_hash() \
         != nested.recipe_hash()
+
+
+def test_every_departure_of_the_full_recipes_from_the_papers_says_why():
+    for slug in zoo.slugs("full", trained=True):
+        if "paper" in zoo.entry(slug).profiles:
+            table = zoo.recipe(slug, "full").departures(zoo.recipe(slug, "paper"))
+            unsaid = table.loc[table["why"] == "", "knob"].tolist()
+            assert not unsaid, f"{slug}: departures without a reason: {unsaid}"
+    full, paper = zoo.recipe("gandef", "full"), zoo.recipe("gandef", "paper")
+    row = full.departures(paper).set_index("knob").loc["train_steps"]
+    assert (row["paper"], row["ours"]) == ("40", "7") and "15 ms" in row["why"]
+    assert full.departures(full).empty
+    nested = zoo.recipe("apegan", "quick")  # a part's knob, with its part's reason
+    changed = dataclasses.replace(nested, target=dataclasses.replace(nested.target, epochs=1))
+    assert changed.departures(nested)["knob"].tolist() == ["target.epochs"]
+    table = departures({m: lambda p, m=m: Method.at(p, method=m) for m in ("Pure PGD", "GanDef")})
+    assert set(table["knob"]) == {"epochs", "train_alpha", "train_steps", "warmup_epochs"}
+    assert (table["models"] == "Pure PGD, GanDef").all()  # one row per change, naming every model it concerns
+    assert departures({"AE-GAN+rs": AEGANRS.at}, "paper").empty
 
 
 def test_zoo_names_every_model_once_and_holds_no_training_setting():

@@ -17,6 +17,6 @@ with ``dataclasses.replace``.
 
 from __future__ import annotations
 
-from .base import Recipe, build, clean_score, seconds
+from .base import Recipe, build, clean_score, departures, seconds
 
-__all__ = ["Recipe", "build", "clean_score", "seconds"]
+__all__ = ["Recipe", "build", "clean_score", "departures", "seconds"]

