@@ -69,6 +69,21 @@ def test_side_by_side_joins_published_ours_and_committed(tree):
     assert pd.isna(table.iloc[1]["ours"]), "a number we did not measure stays empty"
 
 
+def test_compare_puts_the_committed_full_run_beside_this_one_only_where_there_is_one(tree):
+    live = results.Results("99_demo", profiles.get_profile("quick"))
+    live.add(**ROW, threat="oblivious", value=0.25)
+    frame, note = results.compare(live, "T1")
+    assert "ours (full)" not in frame and note == ""  # no full-scale run committed: nothing said, no column
+    full = results.Results("99_demo", profiles.get_profile("full"))
+    full.add(**{**ROW, "n": 1_000}, threat="oblivious", value=0.875)
+    full.save()
+    frame, note = results.compare(live, "T1")
+    assert frame["ours (full)"].tolist() == [0.875] and frame["n (full)"].tolist() == [1_000]
+    assert note.startswith("`ours (full)`: the committed run of")
+    frame, _ = results.compare(full, "T1")
+    assert "ours (full)" not in frame  # a full run is not put beside itself
+
+
 def test_profiles(monkeypatch):
     monkeypatch.setenv("PURIFY_PROFILE", "smoke")
     assert profiles.get_profile().name == "smoke"

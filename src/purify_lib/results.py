@@ -221,18 +221,19 @@ def side_by_side(ours: pd.DataFrame, chapter: str, table: str, committed: str | 
     return merged[varying + [c for c in merged.columns if c not in KEY]].reset_index(drop=True)
 
 
-def compare(run: Results, table: str, committed: str | None = "quick") -> tuple[pd.DataFrame, str]:
+def compare(run: Results, table: str, committed: str | None = "full") -> tuple[pd.DataFrame, str]:
     """The compact comparison a chapter shows for one table: published | ours | Δ, and the committed run.
 
     Rows this run did not produce (a dataset the profile skips) are dropped and counted in the note; the
-    committed run's column (``ours (<profile>)``) appears only when this run is of another profile. Δ is
-    ``ours − published``.
+    committed run's column (``ours (<profile>)``, by default the full-scale run of the shipped weights)
+    appears only when this run is of another profile and that run is committed. Δ is ``ours − published``.
 
     Returns:
         ``(frame, note)``: the table, and one line saying what was dropped and where the committed run came
         from ("" when there is nothing to say).
     """
     other = committed if committed and committed != run.profile.name else None
+    other = other if other and load(run.chapter, other) is not None else None
     frame = side_by_side(run.frame, run.chapter, table, committed=other)
     frame = frame.rename(columns={"ours − published": "Δ"})
     if frame["published"].isna().all():
@@ -247,7 +248,7 @@ def compare(run: Results, table: str, committed: str | None = "quick") -> tuple[
     if other:
         found = load(run.chapter, other)
         notes.append(f"`ours ({other})`: the committed run of {found[1].get('date', '?')}, commit "
-                     f"{found[1].get('commit', '?')}." if found else f"No committed `{other}` run was found.")
+                     f"{found[1].get('commit', '?')}.")
     frame = frame[~missing].reset_index(drop=True)
     weak = uncalibrated(run.frame)
     if weak and "attack" in frame:
@@ -269,7 +270,7 @@ def uncalibrated(frame: pd.DataFrame, at_least: float = 0.99) -> set[tuple[str |
     return {*zip(rows["dataset"], rows["attack"]), *((None, a) for a in rows["attack"])}
 
 
-def show(run: Results, table: str, committed: str | None = "quick") -> None:
+def show(run: Results, table: str, committed: str | None = "full") -> None:
     """Display :func:`compare`'s table with its note below it (in a notebook)."""
     from IPython.display import Markdown, display
 
