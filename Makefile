@@ -58,7 +58,8 @@ lint: env
 unit: env
 	$(BIN)/pytest tests -m "not browser" -q
 
-# `make test` executes each chapter once: nbval keeps what it ran in KEEP (scripts/nbval_keep.py, a jupyter-cache)
+# `make test` executes each chapter once (its slowest cells listed at the end, for CI's time): nbval keeps
+# what it ran in KEEP (scripts/nbval_keep.py, a jupyter-cache)
 # and the smoke book shows those executions (book/_ext/purify_sphinx.py); `make nbval` or `make book-smoke` alone
 # keep nothing and read nothing kept
 test: KEEP := $(CURDIR)/$(call BUILD,smoke)/nbval-executed
@@ -66,7 +67,7 @@ test: KEEP := $(CURDIR)/$(call BUILD,smoke)/nbval-executed
 nbval: env
 	$(if $(KEEP),rm -rf $(KEEP),@true)
 	PURIFY_PROFILE=smoke $(BATCH) PYTHONPATH=scripts $(BIN)/pytest -p nbval_keep --nbval-lax -q book/ \
-		$(if $(KEEP),--nbval-keep $(KEEP))
+		--durations=12 $(if $(KEEP),--nbval-keep $(KEEP))
 
 book-smoke: env assets
 	$(call build_book,smoke)
