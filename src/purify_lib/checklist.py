@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import evaluate, results
-from .leaderboard import CONVERGED_POINTS
+from .leaderboard import converged_rows
 
 __all__ = ["ITEMS", "DONE", "MISSING", "NOT_APPLICABLE", "checklist", "boxes", "open_items"]
 
@@ -79,23 +79,21 @@ def checklist(profile: str) -> pd.DataFrame:
         ran = set(f["attack"])
         purifier, masked = p["purifier"], p["masked"]
         head = f[f["attack"] == ("worst" if "worst" in ran else "adaptive")].head(1)
-        adaptive = f[f["attack"] == "adaptive"].head(1)
         interval = len(head) == 1 and pd.notna(head["low"].iloc[0])
         sample = (f"n = {int(head['n'].iloc[0])}, [{head['low'].iloc[0]:.2f}, {head['high'].iloc[0]:.2f}]"
                   if interval else "")
         calibrated, calibration_note = _calibration(p["chapter"], profile, frame)
-        previous = f[f["attack"] == ("worst_previous" if "worst" in ran else "adaptive_previous")].head(1)
-        if len(previous) and len(head):
-            change = 100 * (float(head["value"].iloc[0]) - float(previous["value"].iloc[0]))
-            effort = f"{float(f[f['attack'] == 'effort']['value'].iloc[0]):g}×"
-            convergence = _mark(True, abs(change) <= CONVERGED_POINTS + 1e-9,
+        settled = converged_rows(f, p["costly"])
+        if not settled:
+            convergence = _mark(True, False, missing="no adaptive number")
+        elif settled[0]["change_points"] is not None and not settled[0]["note"]:
+            change, effort = settled[0]["change_points"], f"{settled[0]['effort']:g}×"
+            convergence = _mark(True, settled[0]["converged"],
                                 f"{change:+.1f} points from {effort} the effort",
                                 missing=f"still moved {change:+.1f} points at {effort} the effort")
-        elif len(adaptive) and float(adaptive["value"].iloc[0]) == 0:
-            convergence = _mark(True, True, "nothing left to break")
         else:
-            convergence = _mark(True, False, missing="not rerun: every forward pass is a search"
-                                if p["costly"] else "not rerun")
+            convergence = _mark(True, bool(settled[0]["converged"]), settled[0]["note"],
+                                missing=settled[0]["note"])
         rows.append({
             "defense": p["name"], "slug": slug,
             "white-box": _mark(not masked, "pgd" in ran or not purifier,

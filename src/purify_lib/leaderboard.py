@@ -42,8 +42,8 @@ from .zoo import Defense
 __all__ = ["Defense", "BOARD", "Budget", "ATTACK_THREAT", "THREAT_OF", "target", "autoattack_threat", "build",
            "system", "is_masked", "plan", "handled",
            "craft", "evaluate_defense", "evaluate_all", "leaderboard_table", "detector_table", "checks",
-           "board_html", "metrics", "FPR", "convergence", "doubled", "CONVERGED_POINTS", "MAX_DOUBLINGS",
-           "pgd_params", "properties", "published_value", "check_lines"]
+           "board_html", "metrics", "FPR", "convergence", "converged_rows", "doubled", "CONVERGED_POINTS",
+           "MAX_DOUBLINGS", "pgd_params", "properties", "published_value", "check_lines"]
 
 THRESHOLD = 0.5
 """GanDef-Comb's rejection threshold on the discriminator's probability, as in chapter 5."""
@@ -408,35 +408,43 @@ def checks(frame: pd.DataFrame, defenses: Mapping[str, Defense], probe: Tensor,
 def convergence(frame: pd.DataFrame, defenses: Mapping[str, Defense], budget: Budget) -> pd.DataFrame:
     """Whether the adaptive attacks converged at ``budget`` (:func:`evaluate_defense` with ``converge``).
 
-    One row per defense and metric: the effort reached (in multiples of the budget's), the board's number
-    (``worst`` where AutoAttack ran, else ``adaptive``) before the last doubling and after it, the change in
-    points, and ``converged`` when it moved by at most :data:`CONVERGED_POINTS`. A defense with no image left
-    standing is converged without a rerun; one not rerun (a costly defense outside ``full``) says so.
+    One row per defense and metric (:func:`converged_rows`): the effort reached (in multiples of the
+    budget's), the board's number (``worst`` where AutoAttack ran, else ``adaptive``) before the last doubling
+    and after it, the change in points, and ``converged`` when it moved by at most :data:`CONVERGED_POINTS`.
     """
     rows = []
     for slug, d in defenses.items():
         f = frame[(frame["defense"] == slug) & (frame["eps"] == budget.eps) & (frame["norm"] == budget.norm)]
-        v = f.set_index(["attack", "metric"])["value"]
-        for metric in (m for m in f["metric"].unique() if m != "multiplier"):
-            head = "worst" if ("worst", metric) in v.index else "adaptive"
-            if (head, metric) not in v.index:
-                continue
-            final = float(v[head, metric])
-            n = int(f[(f["attack"] == head) & (f["metric"] == metric)]["n"].iloc[0])
-            row = dict(defense=slug, metric=metric, column=head, effort=None, before=None, final=final,
-                       change_points=None, converged=None, n=n, note="")
-            if (f"{head}_previous", metric) in v.index:
-                before = float(v[f"{head}_previous", metric])
-                change = 100 * (final - before)
-                row.update(effort=float(v["effort", "multiplier"]), before=before, change_points=change,
-                           converged=abs(change) <= CONVERGED_POINTS + 1e-9)
-            elif final == 0:
-                row.update(effort=1.0, before=0.0, change_points=0.0, converged=True,
-                           note="nothing left to break")
-            else:
-                row["note"] = "not rerun: every forward pass is a search" if d.costly else "not rerun"
-            rows.append(row)
+        rows += [dict(defense=slug, **row) for row in converged_rows(f, d.costly)]
     return pd.DataFrame(rows)
+
+
+def converged_rows(rows: pd.DataFrame, costly: bool) -> list[dict[str, object]]:
+    """:func:`convergence` for one defense at one budget, from its rows (columns attack, metric, value, n), a
+    dict per metric. A defense with no image left standing is converged without a rerun; one not rerun (a
+    ``costly`` defense outside ``full``) says so."""
+    v = rows.set_index(["attack", "metric"])["value"]
+    out = []
+    for metric in (m for m in rows["metric"].unique() if m != "multiplier"):
+        head = "worst" if ("worst", metric) in v.index else "adaptive"
+        if (head, metric) not in v.index:
+            continue
+        final = float(v[head, metric])
+        n = int(rows[(rows["attack"] == head) & (rows["metric"] == metric)]["n"].iloc[0])
+        row = dict(metric=metric, column=head, effort=None, before=None, final=final, change_points=None,
+                   converged=None, n=n, note="")
+        if (f"{head}_previous", metric) in v.index:
+            before = float(v[f"{head}_previous", metric])
+            change = 100 * (final - before)
+            row.update(effort=float(v["effort", "multiplier"]), before=before, change_points=change,
+                       converged=abs(change) <= CONVERGED_POINTS + 1e-9)
+        elif final == 0:
+            row.update(effort=1.0, before=0.0, change_points=0.0, converged=True,
+                       note="nothing left to break")
+        else:
+            row["note"] = "not rerun: every forward pass is a search" if costly else "not rerun"
+        out.append(row)
+    return out
 
 
 def board_html(frame: pd.DataFrame, defenses: Mapping[str, Defense], budget: Budget) -> str:
