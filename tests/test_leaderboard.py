@@ -200,3 +200,16 @@ def test_a_rerun_attacks_only_the_images_still_standing_and_gives_the_same_worst
     assert lb._rerun(d, "pgd", x, y, budget, {"accuracy": torch.zeros(32, dtype=torch.bool)}, score)[
         "accuracy"].sum() == 0 and sizes == []  # nothing standing: no attack at all
     monkeypatch.setattr(lb, "craft", craft)
+
+
+def test_doubling_the_effort_doubles_every_knob_the_detector_aware_attack_reads(monkeypatch):
+    budget = lb.Budget(0.3, steps=3, restarts=1, eot_samples=2, latent_steps=5, hinge_steps=7)
+    twice = lb.doubled(budget)
+    assert (twice.steps, twice.restarts, twice.eot_samples, twice.latent_steps, twice.hinge_steps) == (
+        6, 2, 4, 10, 14)
+    seen = {}
+    monkeypatch.setattr(lb.evaluate, "attack_dataset", lambda attack, model, x, y, **kw: seen.update(kw) or x)
+    comb = defense(detector=gandef.GanDef(small_cnn(), gandef.LogitDiscriminator(10)))
+    x, y = torch.rand(2, 1, 28, 28), torch.tensor([0, 1])
+    lb.craft(comb, "detector_aware", x, y, twice)
+    assert (seen["steps"], seen["restarts"], seen["hinge_steps"]) == (6, 2, 14)

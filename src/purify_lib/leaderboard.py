@@ -65,6 +65,7 @@ class Budget:
     restarts: int = 1
     eot_samples: int = 4
     latent_steps: int = 100
+    hinge_steps: int = 200  # the detector-aware attack's joint-hinge stage (chapter 5's adaptive attack)
 
     @property
     def label(self) -> str:
@@ -196,7 +197,8 @@ def craft(d: Defense, attack: str, x: Tensor, y: Tensor, budget: Budget) -> Tens
     if attack == "detector_aware":
         return evaluate.attack_dataset(gandef_analysis.adaptive_attack, d.detector, x, y, desc=desc,
                                        eps=budget.eps, alpha=budget.eps / 2, steps=budget.steps,
-                                       stages=budget.stages, restarts=budget.restarts, threshold=THRESHOLD)
+                                       stages=budget.stages, restarts=budget.restarts, threshold=THRESHOLD,
+                                       hinge_steps=budget.hinge_steps)
     raise ValueError(f"attack: expected one of oblivious, pgd, bpda, eot, bpda_eot, latent, detector_aware, "
                      f"got {attack!r}")
 
@@ -208,9 +210,10 @@ MAX_DOUBLINGS = 2
 
 
 def doubled(budget: Budget) -> Budget:
-    """``budget`` with twice the steps, restarts, EOT samples and latent steps."""
+    """``budget`` with twice the steps, restarts, EOT samples, latent steps and joint-hinge steps."""
     return dataclasses.replace(budget, steps=2 * budget.steps, restarts=2 * budget.restarts,
-                               eot_samples=2 * budget.eot_samples, latent_steps=2 * budget.latent_steps)
+                               eot_samples=2 * budget.eot_samples, latent_steps=2 * budget.latent_steps,
+                               hinge_steps=2 * budget.hinge_steps)
 
 
 def _moved(before: Tensor, after: Tensor) -> float:
@@ -246,12 +249,12 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
     ``oblivious`` may hand in PGD examples already crafted on the same classifier (by budget).
 
     For the budgets in ``converge`` the effort rises until the attacks have converged: every attack of the
-    plan runs again at twice the steps, restarts, EOT samples and latent steps (:func:`doubled`), and
-    ``adaptive`` becomes the per-image worst case over every effort, until a doubling moves the board's number
-    (``worst`` where AutoAttack ran, else ``adaptive``) by at most :data:`CONVERGED_POINTS` or after
-    ``max_doublings``. Rows ``adaptive_previous`` and ``worst_previous`` (before the last doubling) and
-    ``effort`` (metric ``multiplier``: the last effort, in multiples of the budget's) record it for
-    :func:`convergence`.
+    plan runs again at twice the effort (:func:`doubled`: steps, restarts, EOT samples, latent and hinge
+    steps) on the images still standing, and ``adaptive`` becomes the per-image worst case over every
+    effort, until a doubling moves the board's number (``worst`` where AutoAttack ran, else ``adaptive``) by
+    at most :data:`CONVERGED_POINTS` or after ``max_doublings``. Rows ``adaptive_previous`` and
+    ``worst_previous`` (before the last doubling) and ``effort`` (metric ``multiplier``: the last effort, in
+    multiples of the budget's) record it for :func:`convergence`.
     Returns a frame with columns defense, attack, threat, eps, norm, metric (:func:`metrics`), value, n.
     """
     x, y = x[:d.max_images], y[:d.max_images]
