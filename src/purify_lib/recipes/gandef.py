@@ -72,8 +72,8 @@ class Method(Classifier):
                        "start",
         "epochs": "12 epochs of PGD-7 fit the 90 CPU-minutes a full-profile model gets",
         "warmup_epochs": "the paper gives no ramp (the `paper` profile keeps the book's 0.4 epochs); ε and "
-                         "the step ramp up over the first 2 of 12 epochs, as in the probe of this recipe "
-                         "that kept 0.886 under APGD-CE and APGD-T at ε 0.3",
+                         "the step ramp up over the first 2 of 12 epochs, as in the CPU probe this recipe "
+                         "was chosen from",
     }
 
     DATASETS = {
