@@ -22,8 +22,8 @@ from ..defenses.gandef import GanDef, LogitDiscriminator, gandef_step
 from ..runtime import model_device, seed_everything
 from ..train import Adversary, WarmupPGD, run
 
-__all__ = ["demo_steps", "scores", "comb_summary", "threshold_sweep", "overall_accuracy", "crossover",
-           "worst_case", "adaptive_attack"]
+__all__ = ["HINGE_STEPS", "demo_steps", "scores", "comb_summary", "threshold_sweep", "overall_accuracy",
+           "crossover", "worst_case", "adaptive_attack"]
 
 
 def demo_steps(classifier: str, dataset: str, x: Tensor, y: Tensor, *, gamma: float, lr: float,
@@ -162,6 +162,10 @@ def worst_case(model: GanDef, y: Tensor, candidates: Sequence[Tensor], threshold
         wrong = pred != y.cpu()
         ranks.append(wrong.long() + (wrong & (prob < threshold)).long())  # 2: evades, 1: rejected, 0: right
     return worst_per_image(candidates, ranks)
+
+
+HINGE_STEPS = {"smoke": 8, "quick": 100, "full": 200, "paper": 200}
+"""The joint-hinge stage's steps of :func:`adaptive_attack` by profile (chapters 5 and 7)."""
 
 
 def adaptive_attack(model: GanDef, x: Tensor, y: Tensor, *, eps: float, alpha: float, steps: int,
