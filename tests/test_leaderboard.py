@@ -11,6 +11,7 @@ from purify_lib import attacks, leaderboard as lb
 from purify_lib.analysis import gandef as analysis
 from purify_lib import zoo
 from purify_lib.defenses import gandef, transforms
+from purify_lib.profiles import get_profile
 
 from conftest import small_cnn
 
@@ -213,3 +214,9 @@ def test_doubling_the_effort_doubles_every_knob_the_detector_aware_attack_reads(
     x, y = torch.rand(2, 1, 28, 28), torch.tensor([0, 1])
     lb.craft(comb, "detector_aware", x, y, twice)
     assert (seen["steps"], seen["restarts"], seen["hinge_steps"]) == (6, 2, 14)
+
+
+def test_the_board_holds_no_stand_in_and_names_what_is_absent():
+    assert all("stand-in" not in zoo.entry(slug).name for slug in lb.BOARD)
+    assert lb.absent(get_profile("quick")) == {"Defense-GAN": ("smoke", "full", "paper")}
+    assert lb.absent(get_profile("full")) == {}
