@@ -150,16 +150,25 @@ class AdvIterates(_Retrained):
 @dataclasses.dataclass(frozen=True)
 class Distilled(_Retrained):
     """Defensive distillation of the target classifier's architecture at ``temperature`` (the target's
-    training knobs, for teacher and student: :func:`purify_lib.train.defensive_distillation`)."""
+    training knobs, for teacher and student: :func:`purify_lib.train.defensive_distillation`).
+
+    ``same_images`` (``quick``, for time): teacher and student each train for half the target's epochs
+    (rounded up), so the pair sees about as many images as the target did, not twice as many."""
 
     temperature: float = 100.0
+    same_images: bool = False
 
     NAME = "apegan-distilled"
     CODE = (train.defensive_distillation,)
+    PROFILES = {"quick": dict(same_images=True)}
+
+    def train_epochs(self) -> int:
+        """The epochs teacher and student each train for: the target's, or half with ``same_images``."""
+        return math.ceil(self.target.epochs / 2) if self.same_images else self.target.epochs
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         x, y = self.training_data()
         t = self.target
         return train.defensive_distillation(model, t.network(), x, y, temperature=self.temperature,
-                                            epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, seed=self.seed,
-                                            desc=f"T={self.temperature:g}")
+                                            epochs=self.train_epochs(), batch_size=t.batch_size, lr=t.lr,
+                                            seed=self.seed, desc=f"T={self.temperature:g}")
