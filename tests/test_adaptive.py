@@ -273,6 +273,32 @@ def test_latent_attack_aimed_at_the_pipeline_fools_the_pipeline(mnist_model, bat
     assert accuracy(pipeline, bare, y) >= accuracy(pipeline, aimed, y) + 0.15
 
 
+class SaysZero(nn.Module):
+    """A "defense" that answers class 0 whatever it sees, and records how many images each call saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen.append(len(x))
+        return F.one_hot(torch.zeros(len(x), dtype=torch.long), 10).float()
+
+
+def test_latent_attack_searches_again_only_the_images_the_defense_still_gets_right(mnist_model, batch):
+    x, y = batch[0][:40], batch[1][:40]
+    z_init = torch.logit(x.clamp(0.01, 0.99)).flatten(1)
+    common = dict(eps=0.1, z_init=z_init, steps=3, lr=0.1, c=100.0)
+    defense = SaysZero()
+    torch.manual_seed(0)
+    found = latent_attack(SigmoidDecoder(), mnist_model, x, y, restarts=2, defense=defense, **common)
+    zeros = int((y == 0).sum())
+    assert 0 < zeros < len(y) and defense.seen == [len(y), zeros, zeros]
+    first = latent_attack(SigmoidDecoder(), mnist_model, x, y, restarts=0, **common)
+    assert torch.equal(found[y != 0], first[y != 0])  # fooled at the first start: kept
+    assert (found - x).abs().max() <= 0.1 + 1e-6
+
+
 def test_latent_attack_validation(mnist_model, mnist_data):
     x, y = mnist_data["x_test"][:4], mnist_data["y_test"][:4]
     z = torch.zeros(4, 784)

@@ -233,8 +233,10 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
     kept, not the last: any that ``classifier`` gets wrong first, else the lowest objective. Starts:
     ``z_init`` (e.g. an encoder's codes, or the purifier's own projection of ``x``), then ``restarts`` more
     at ``z_init + spread·N(0, 1)``. Across starts an example keeps the candidate that fools ``defense`` (the
-    whole defended system, images → logits, run once per start) and, without ``defense`` or among equals,
-    the better-ranked one. Gradients flow to ``z`` only; the networks run in eval mode with frozen
+    whole defended system, images → logits, run once per start on the images it searched) and, without
+    ``defense`` or among equals, the better-ranked one. With ``defense``, an image the defense already gets
+    wrong keeps its candidate: the later starts search only the images still standing (the defense may be a
+    2,000-pass search per image). Gradients flow to ``z`` only; the networks run in eval mode with frozen
     parameters, restored afterwards.
     """
     for name, network in (("generator", generator), ("classifier", classifier)):
@@ -270,17 +272,19 @@ def latent_attack(generator: nn.Module, classifier: nn.Module, x: Tensor, y: Ten
             got = tuple(image.shape) if isinstance(image, Tensor) else type(image).__name__
             raise ValueError(f"generator: expected images shaped like x {tuple(x.shape)}, got {got}")
         for start in range(restarts + 1):
-            z0 = z_init if start == 0 else z_init + spread * torch.randn_like(z_init)
-            cand, cand_loss = _latent_search(generator, classifier, x, y, z0, eps, steps, lr, c, kappa, norm,
-                                             desc=f"latent attack {start + 1}/{restarts + 1}")
-            if defense is None:
-                better = cand_loss < best_loss
-            else:
+            todo = (~best_fooled).nonzero().squeeze(1)  # every image without a defense
+            if len(todo) == 0:
+                break
+            z0 = z_init[todo] if start == 0 else z_init[todo] + spread * torch.randn_like(z_init[todo])
+            cand, cand_loss = _latent_search(generator, classifier, x[todo], y[todo], z0, eps, steps, lr, c,
+                                             kappa, norm, desc=f"latent attack {start + 1}/{restarts + 1}")
+            better = cand_loss < best_loss[todo]
+            if defense is not None:  # none of these images is fooled yet: a candidate that fools it wins
                 with eval_mode(defense), torch.no_grad():
-                    fooled = defense(cand).argmax(1) != y
-                better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (cand_loss < best_loss))
-                best_fooled = best_fooled | fooled
-            best[better], best_loss[better] = cand[better], cand_loss[better]
+                    fooled = defense(cand).argmax(1) != y[todo]
+                better |= fooled
+                best_fooled[todo] = fooled
+            best[todo[better]], best_loss[todo[better]] = cand[better], cand_loss[better]
     return best
 
 
