@@ -90,11 +90,17 @@ class APEGANRecipe(Recipe):
 
 @dataclasses.dataclass(frozen=True)
 class _Retrained(Recipe):
-    """A classifier of the target's architecture trained again with the target's knobs, differently."""
+    """A classifier of the target's architecture trained again with the target's knobs, differently.
+
+    ``same_images`` (``quick``, for time): a retraining that shows the target's images ``copies`` times per
+    epoch (as iterates, or as teacher and student) trains for the target's epochs divided by ``copies``
+    (rounded up), so it sees about as many images as the target did."""
 
     target: Target = Target()
+    same_images: bool = False
 
     PARTS = {"target": Target}
+    PROFILES = {"quick": dict(same_images=True)}
 
     def code(self) -> tuple[Any, ...]:
         return self.target.code() + self.CODE
@@ -105,33 +111,29 @@ class _Retrained(Recipe):
     def training_data(self) -> tuple[Tensor, ...]:
         return self.target.training_data()
 
+    def _epochs(self, copies: int) -> int:
+        """The target's epochs, or with ``same_images`` those divided by ``copies`` (rounded up)."""
+        return math.ceil(self.target.epochs / copies) if self.same_images else self.target.epochs
+
 
 @dataclasses.dataclass(frozen=True)
 class AdvIterates(_Retrained):
     """The paper's adversarial-training baseline Model_i^adv: the target classifier retrained (same knobs) on
     its clean training images plus the first ``iterations`` BIM iterates of them (Eq. 2 at ``eps``, crafted
-    once on the trained target).
-
-    ``same_images`` (``quick``, for time): train for the target's epochs divided by how much larger the set is
-    (``iterations + 1``, rounded up), so each baseline sees about as many images as the target did, not up
-    to five times as many."""
+    once on the trained target). With ``same_images`` the set is ``iterations + 1`` copies of the images."""
 
     iterations: int = 1
     eps: float = apegan.EPS_PAPER["mnist"]
     bim_steps: int = 4
-    same_images: bool = False
 
     NAME = "apegan-adv-iterates"
     CODE = (apegan.bim_iterates, attacks.bim)  # besides the target's training code
-    PROFILES = {"quick": dict(same_images=True)}
     DATASETS = {ds: {p: dict(eps=apegan.EPS_PAPER[eps]) for p in PROFILE_NAMES}
                 for ds, eps in (("cifar10_jpeg", "cifar10"), ("gtsrb", "gtsrb"))}
 
     def train_epochs(self) -> int:
         """The epochs it trains for: the target's, or fewer with ``same_images``."""
-        if self.same_images:
-            return math.ceil(self.target.epochs / (self.iterations + 1))
-        return self.target.epochs
+        return self._epochs(self.iterations + 1)
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         classifier, _ = build(self.target)
@@ -150,21 +152,17 @@ class AdvIterates(_Retrained):
 @dataclasses.dataclass(frozen=True)
 class Distilled(_Retrained):
     """Defensive distillation of the target classifier's architecture at ``temperature`` (the target's
-    training knobs, for teacher and student: :func:`purify_lib.train.defensive_distillation`).
-
-    ``same_images`` (``quick``, for time): teacher and student each train for half the target's epochs
-    (rounded up), so the pair sees about as many images as the target did, not twice as many."""
+    training knobs, for teacher and student: :func:`purify_lib.train.defensive_distillation`). With
+    ``same_images`` teacher and student are two copies: each trains for half the target's epochs."""
 
     temperature: float = 100.0
-    same_images: bool = False
 
     NAME = "apegan-distilled"
     CODE = (train.defensive_distillation,)
-    PROFILES = {"quick": dict(same_images=True)}
 
     def train_epochs(self) -> int:
         """The epochs teacher and student each train for: the target's, or half with ``same_images``."""
-        return math.ceil(self.target.epochs / 2) if self.same_images else self.target.epochs
+        return self._epochs(2)
 
     def fit(self, model: nn.Module) -> dict[str, Any]:
         x, y = self.training_data()
