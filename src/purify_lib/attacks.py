@@ -43,7 +43,8 @@ from .runtime import model_device
 LossFn = Callable[[object, Tensor], Tensor]
 _TINY = 1e-12  # guards divisions by a zero gradient norm
 
-__all__ = ["fgsm", "bim", "illc", "pgd", "mim", "cw_l2", "deepfool", "jsma", "autoattack", "apgd_ce"]
+__all__ = ["fgsm", "bim", "illc", "pgd", "mim", "cw_l2", "deepfool", "jsma", "autoattack", "apgd_ce",
+           "apgd_t"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -280,6 +281,14 @@ def apgd_ce(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "
     """AutoAttack's APGD-CE alone (:func:`autoattack` with ``attacks_to_run=["apgd-ce"]``): the yardstick the
     chapters set beside their own PGD."""
     return autoattack(model, x, y, eps=eps, norm=norm, attacks_to_run=["apgd-ce"], seed=seed, n_iter=n_iter)
+
+
+def apgd_t(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf", n_iter: int = 100,
+           seed: int = 0) -> Tensor:
+    """AutoAttack's APGD-T alone (:func:`autoattack` with ``attacks_to_run=["apgd-t"]``): the targeted DLR
+    loss towards each of the 9 most likely other classes in turn, 100 iterations each, on the images still
+    classified correctly. With APGD-CE, the first two attacks of standard AutoAttack."""
+    return autoattack(model, x, y, eps=eps, norm=norm, attacks_to_run=["apgd-t"], seed=seed, n_iter=n_iter)
 
 
 # ------------------------------------------------------------------------------ minimum-norm attacks
