@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,33 @@ def test_comb_summary_rejects_bad_inputs(bad):
                 adv=(torch.tensor([0, 1, 2]), torch.tensor([0.1, 0.2, 0.3])), threshold=0.5)
     with pytest.raises(ValueError):
         analysis.comb_summary(**{**args, **bad})
+
+
+def _table2(values: dict[tuple[str, str, str, str], float], n: int = 1_000) -> pd.DataFrame:
+    return pd.DataFrame([dict(table="table_2", dataset="mnist", defense=d, attack=a, threat=th, metric=m,
+                              value=v, n=n) for (d, a, th, m), v in values.items()])
+
+
+def test_table2_verdicts_judge_on_intervals_and_say_autoattack_only_where_apgd_t_ran():
+    values = {**{(d, "pgd1", "whitebox", "accuracy"): v for d, v in (("vanilla", 0.0), ("pure_pgd", 0.92),
+                                                                     ("gandef", 0.91))},
+              **{(d, "apgd_ce", "whitebox", "accuracy"): 0.90 for d in ("pure_pgd", "gandef")},
+              **{(d, "worst", "whitebox", "accuracy"): v for d, v in (("pure_pgd", 0.89), ("mix_pgd", 0.89),
+                                                                      ("gandef", 0.80))},
+              **{("gandef_comb", a, th, m): 0.1 for a, th in (("none", "none"), ("pgd1", "oblivious"),
+                                                              ("pgd1_detector_aware", "adaptive"))
+                 for m in ("rejection_rate", "comb_accuracy")}}
+    text = analysis.table2_verdicts(_table2(values), "mnist", 0.3, where="at full scale")
+    assert "Table 2's pattern" in text and "**holds** at full scale" in text  # 1 point apart on 1,000
+    assert "**does not hold** at full scale" in text  # GanDef 9 points below Mix PGD under the worst case
+    assert "APGD-T" not in text
+    both = {(d, "apgd_ce_t", "whitebox", "accuracy"): v for d, v in (("pure_pgd", 0.86), ("mix_pgd", 0.87),
+                                                                     ("gandef", 0.80))}
+    text = analysis.table2_verdicts(_table2({**values, **both}), "mnist", 0.3)
+    # 0.86 on 1,000 images: the Wilson interval (0.84, 0.88) straddles 0.85
+    assert "APGD-T together: Pure PGD 86.0%" in text and "at least 85% **inconclusive** in this run" in text
+    few = analysis.table2_verdicts(_table2({**values, **both}, n=20), "mnist", 0.3)
+    assert "**holds**" not in few and "**inconclusive**" in few  # the same numbers on 20 images
 
 
 # ---------------------------------------------------------------------------------------------- ρ curves

@@ -13,7 +13,7 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from .. import classifiers
+from .. import classifiers, stats
 from ..adaptive import detector_aware_loss, joint_hinge_loss, worst_per_image
 from ..attacks import pgd
 from ..checks import check_images, check_labels, check_positive
@@ -23,7 +23,7 @@ from ..runtime import model_device, seed_everything
 from ..train import Adversary, WarmupPGD, run
 
 __all__ = ["HINGE_STEPS", "demo_steps", "scores", "comb_summary", "threshold_sweep", "overall_accuracy",
-           "crossover", "worst_case", "adaptive_attack"]
+           "crossover", "worst_case", "adaptive_attack", "table2_verdicts"]
 
 
 def demo_steps(classifier: str, dataset: str, x: Tensor, y: Tensor, *, gamma: float, lr: float,
@@ -190,3 +190,54 @@ def adaptive_attack(model: GanDef, x: Tensor, y: Tensor, *, eps: float, alpha: f
         candidates.append(pgd(model, x, y, eps=eps, alpha=eps / 2, steps=hinge_steps, restarts=restarts,
                               stages=hinge_stages, loss_fn=joint_hinge_loss(threshold)))
     return worst_case(model, y, candidates, threshold)
+
+
+def table2_verdicts(frame: pd.DataFrame, dataset: str, eps: float, where: str = "in this run") -> str:
+    """What one run's Table 2 rows (``frame``: a chapter 5 results table) say on ``dataset``, as Markdown
+    bullets: the paper's pattern on PGD-1, whether PGD-1 was strong enough beside APGD-CE, the paper's claim
+    on the headline (per image the worst case), AutoAttack's APGD-CE and APGD-T together where APGD-T ran,
+    and GanDef-Comb's rejections and Comb accuracy. Each verdict on 95% intervals of ``n`` images, the same
+    images for every row; ``where`` names the run in the verdicts."""
+    rows = frame[(frame["table"] == "table_2") & (frame["dataset"] == dataset)]
+    n = int(rows["n"].iloc[0])
+    t = rows.set_index(["defense", "attack", "threat", "metric"])["value"]
+
+    def acc(defense: str, attack: str) -> float:
+        return float(t[(defense, attack, "whitebox", "accuracy")])
+
+    g, p, v = (acc(d, "pgd1") for d in ("gandef", "pure_pgd", "vanilla"))
+    pattern = stats.combine(stats.within(p, n, g, n, 0.05), stats.ahead_by(v, n, g, n, 0.60),
+                            stats.ahead_by(v, n, p, n, 0.60))
+    aa = {d: acc(d, "apgd_ce") for d in ("gandef", "pure_pgd")}
+    strong = ("PGD-1 overstates them: the APGD-CE numbers are the robust accuracy to believe"
+              if min(aa["gandef"] - g, aa["pure_pgd"] - p) < -0.02 else "PGD-1 was strong enough")
+    w = {d: acc(d, "worst") for d in ("gandef", "mix_pgd", "pure_pgd")}
+    headline = stats.combine(stats.within(w["mix_pgd"], n, w["gandef"], n, 0.03),
+                             stats.within(w["pure_pgd"], n, w["gandef"], n, 0.05))
+    settings = (("none", "none"), ("pgd1", "oblivious"), ("pgd1_detector_aware", "adaptive"))
+    rejected = [t[("gandef_comb", a, th, "rejection_rate")] for a, th in settings]
+    comb = [t[("gandef_comb", a, th, "comb_accuracy")] for a, th in settings[1:]]
+    lines = [
+        f"- PGD-1 accuracy: GanDef {g:.1%}, Pure PGD {p:.1%} ({100 * (g - p):+.1f} points), "
+        f"vanilla {v:.1%}. Table 2's pattern (GanDef within 5 points of Pure PGD, both at least 60 points "
+        f"above vanilla, on 95% intervals of the differences) **{pattern}** {where}.",
+        f"- AutoAttack's APGD-CE, same images and ε: GanDef {aa['gandef']:.1%}, Pure PGD "
+        f"{aa['pure_pgd']:.1%} ({100 * (aa['gandef'] - g):+.1f} and {100 * (aa['pure_pgd'] - p):+.1f} "
+        f"points from PGD-1): {strong}.",
+        f"- The paper's claim on the headline (per image the worst case over every attack of Table 2, "
+        f"ε = {eps:.3g}): GanDef {w['gandef']:.1%}, Mix PGD {w['mix_pgd']:.1%}, Pure PGD "
+        f"{w['pure_pgd']:.1%}; GanDef within 3 points of Mix PGD and within 5 of Pure PGD (on 95% "
+        f"intervals of the differences) **{headline}** {where}."]
+    if ("pure_pgd", "apgd_ce_t", "whitebox", "accuracy") in t:
+        both = {d: acc(d, "apgd_ce_t") for d in ("pure_pgd", "mix_pgd", "gandef")}
+        madry = ("" if dataset != "mnist" else " (Madry et al.'s MNIST model: 88.5% under all of AutoAttack, "
+                 "Croce and Hein 2020). The PGD-trained LeNet keeping at least 85% "
+                 f"**{stats.at_least(both['pure_pgd'], n, 0.85)}** {where}")
+        lines.append(f"- AutoAttack's APGD-CE and APGD-T together: Pure PGD {both['pure_pgd']:.1%}, Mix PGD "
+                     f"{both['mix_pgd']:.1%}, GanDef {both['gandef']:.1%}{madry}.")
+    lines += [f"- At threshold 0.5 the discriminator rejects {rejected[0]:.1%} of clean inputs, "
+              f"{rejected[1]:.1%} of the oblivious PGD-1 examples and {rejected[2]:.1%} of the "
+              "detector-aware ones.",
+              f"- GanDef-Comb on PGD-1 (Comb metric): {comb[0]:.1%} against the oblivious attack, "
+              f"{comb[1]:.1%} against the detector-aware one."]
+    return "\n".join(lines)
