@@ -220,3 +220,46 @@ def test_the_board_holds_no_stand_in_and_names_what_is_absent():
     assert all("stand-in" not in zoo.entry(slug).name for slug in lb.BOARD)
     assert lb.absent(get_profile("quick")) == {"Defense-GAN": ("smoke", "full", "paper")}
     assert lb.absent(get_profile("full")) == {}
+
+
+def test_a_stored_board_resumes_with_the_defenses_it_had_not_finished(mnist_model, mnist_data, tmp_path,
+                                                                       monkeypatch):
+    x, y = mnist_data["x_test"][:16], mnist_data["y_test"][:16]
+    budget = lb.Budget(0.2, steps=2, stages=1)
+    board = {slug: lb.Defense(slug, slug, "03_apeganpp", mnist_model, transforms.MedianSmoothing(2),
+                              identity={"model": slug}) for slug in ("a", "b")}
+    settings = dict(headline=budget, full=False, converge=False, store=tmp_path)
+    first = lb.evaluate_all(board, x, y, [budget], **settings)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "a.json", "b.csv", "b.json"]
+    evaluated, evaluate_defense = [], lb.evaluate_defense
+
+    def counted(d, *args, **kwargs):
+        evaluated.append(d.slug)
+        return evaluate_defense(d, *args, **kwargs)
+
+    monkeypatch.setattr(lb, "evaluate_defense", counted)
+
+    (tmp_path / "b.csv").unlink()  # the run stopped while it attacked b
+    again = lb.evaluate_all(board, x, y, [budget], **settings)
+    assert evaluated == ["b"]
+    pd.testing.assert_frame_equal(again[again["defense"] == "a"], first[first["defense"] == "a"])
+    assert set(again["defense"]) == {"a", "b"} and (tmp_path / "b.csv").is_file()
+
+    for changed in (dict(settings, seed=1), dict(settings, headline=lb.Budget(0.3, steps=2, stages=1))):
+        evaluated.clear()
+        lb.evaluate_all(board, x, y, [budget], **changed)
+        assert evaluated == ["a", "b"]  # other settings: nothing read back
+    evaluated.clear()
+    lb.evaluate_all(board, x[:8], y[:8], [budget], **settings)
+    assert evaluated == ["a", "b"]  # other images
+    lb.evaluate_all(board, x, y, [budget], **settings)  # each slug keeps its last run only: back to these
+    evaluated.clear()
+    board["a"].identity = {"model": "retrained"}
+    lb.evaluate_all(board, x, y, [budget], **settings)
+    assert evaluated == ["a"]  # a's weights changed, b's did not
+
+    evaluated.clear()
+    by_hand = {"c": lb.Defense("c", "c", "03_apeganpp", mnist_model, transforms.MedianSmoothing(2))}
+    lb.evaluate_all(by_hand, x, y, [budget], **settings)
+    lb.evaluate_all(by_hand, x, y, [budget], **settings)
+    assert evaluated == ["c", "c"] and not (tmp_path / "c.csv").exists()  # no identity: never kept

@@ -24,16 +24,21 @@ accuracy, so detectors get a table of their own (:func:`detector_table`), never 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import inspect
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
 from .analysis import gandef as gandef_analysis
-from . import adaptive, attacks, evaluate, results, stats, zoo
+from . import adaptive, attacks, cache, evaluate, results, stats, zoo
+from .defenses import aegan, defensegan, transforms
 from .checks import check_images, check_int, check_labels
 from .profiles import Profile
 from .runtime import model_device, progress, seed_everything
@@ -327,16 +332,56 @@ def evaluate_defense(d: Defense, x: Tensor, y: Tensor, budgets: Sequence[Budget]
     return pd.DataFrame(rows)
 
 
+STORED_CODE = (adaptive, attacks, evaluate, gandef_analysis, zoo, aegan, defensegan, transforms)
+"""The modules whose source a stored defense's rows depend on besides this one (:func:`evaluate_all`)."""
+
+
+def _digest(obj: object) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _stored(store: Path, d: Defense, key: Mapping[str, object]) -> pd.DataFrame | None:
+    """``d``'s rows kept in ``store`` by a run with the same ``key``, else ``None``."""
+    rows, kept = store / f"{d.slug}.csv", store / f"{d.slug}.json"
+    if not (rows.is_file() and kept.is_file()) or json.loads(kept.read_text()) != key:
+        return None
+    return pd.read_csv(rows, keep_default_na=False, na_values=[""])
+
+
+def _store(store: Path, d: Defense, key: Mapping[str, object], frame: pd.DataFrame) -> None:
+    store.mkdir(parents=True, exist_ok=True)
+    cache.atomic_write(store / f"{d.slug}.csv", frame.to_csv(index=False).encode())
+    cache.atomic_write(store / f"{d.slug}.json", (json.dumps(key, indent=1, sort_keys=True) + "\n").encode())
+
+
 def evaluate_all(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budgets: Sequence[Budget], *,
                  headline: Budget, full: bool, autoattack_budgets: Sequence[Budget] = (),
                  autoattack_n: int = 100, autoattack_attacks: Sequence[str] | None = None,
-                 converge: bool = True, seed: int = 0) -> pd.DataFrame:
+                 converge: bool = True, seed: int = 0, store: Path | None = None) -> pd.DataFrame:
     """:func:`evaluate_defense` for every defense on the same images, the oblivious examples crafted once per
     classifier and shared, the effort raised at ``headline`` until the attacks converge (``converge``).
-    Unless ``full``, a ``costly`` defense is attacked at ``headline`` only, once, without AutoAttack."""
+    Unless ``full``, a ``costly`` defense is attacked at ``headline`` only, once, without AutoAttack.
+
+    ``store``: a folder that keeps each defense's rows as they are finished (``<slug>.csv``, and in
+    ``<slug>.json`` what they depend on: the images, every setting above, the trained models behind the
+    defense (:attr:`Defense.identity`) and the evaluation code's source). A defense whose kept rows depend on
+    exactly what this call has is read back, not attacked again, so a run of hours that stops resumes with
+    the next defense. A defense with no identity (not loaded from the zoo) is never kept."""
+    images = hashlib.sha256(x.cpu().numpy().tobytes() + y.cpu().numpy().tobytes()).hexdigest()[:16]
+    source = [inspect.getsource(m) for m in (inspect.getmodule(evaluate_all), *STORED_CODE)]
+    settings = dict(images=images, n=len(x), budgets=[dataclasses.asdict(b) for b in budgets],
+                    headline=dataclasses.asdict(headline), full=full,
+                    autoattack_budgets=[dataclasses.asdict(b) for b in autoattack_budgets],
+                    autoattack_n=autoattack_n, autoattack_attacks=list(autoattack_attacks or []),
+                    converge=converge, seed=seed, code=_digest(source))
     shared: dict[int, dict[Budget, Tensor]] = {}
     frames = []
     for d in progress(defenses.values(), desc="leaderboard"):
+        key = {**settings, "defense": d.slug, "models": d.identity}
+        kept = _stored(store, d, key) if store is not None and d.identity else None
+        if kept is not None:
+            frames.append(kept)
+            continue
         mine = list(budgets) if full or not d.costly else [headline]
         oblivious = shared.setdefault(id(d.classifier), {})
         for budget in mine:
@@ -346,6 +391,8 @@ def evaluate_all(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budgets:
             d, x, y, mine, autoattack_budgets=[b for b in autoattack_budgets if full or not d.costly],
             autoattack_n=autoattack_n, autoattack_attacks=autoattack_attacks, oblivious=oblivious,
             converge=[headline] if converge and (full or not d.costly) else [], seed=seed))
+        if store is not None and d.identity:
+            _store(store, d, key, frames[-1])
     return pd.concat(frames, ignore_index=True)
 
 

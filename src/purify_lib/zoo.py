@@ -35,8 +35,8 @@ from .recipes import isogan as isogan_recipes
 from .recipes.base import Recipe, build, clean_score, seconds
 from .runtime import progress
 
-__all__ = ["Defense", "Entry", "ENTRIES", "entry", "slugs", "recipe", "model", "load", "load_all", "ship",
-           "main"]
+__all__ = ["Defense", "Entry", "ENTRIES", "entry", "slugs", "recipe", "identity", "model", "load", "load_all",
+           "ship", "main"]
 
 CLASSIFIER = "vanilla"
 """The slug of the classifier behind every purifier: chapter 1's LeNet (chapter 5's "Vanilla")."""
@@ -59,6 +59,9 @@ class Defense:
         costly: every forward pass runs an optimisation (a search or a TV solve): below the ``paper``
             profile the leaderboard attacks it at the headline budget only and skips AutoAttack.
         train_seconds, trained_now: what training cost, and the cache entries this load had to compute.
+        identity: the trained models behind its numbers, by slug (its own, or the one it uses, and the zoo's
+            classifier): each one's recipe and code hash at the profile it was loaded at (:func:`identity`);
+            empty for a defense not loaded from the zoo.
     """
 
     slug: str
@@ -74,6 +77,7 @@ class Defense:
     costly: bool = False
     train_seconds: float = 0.0
     trained_now: list[str] = field(default_factory=list)
+    identity: dict[str, str] = field(default_factory=dict)
 
 
 Make = Callable[[nn.Module, dict[str, Any], nn.Module, str], dict[str, Any]]
@@ -193,6 +197,15 @@ def recipe(slug: str, profile: str) -> Recipe | None:
     return None if e.recipe is None else e.recipe(profile)
 
 
+def identity(slug: str, profile: str) -> dict[str, str]:
+    """The trained models behind the numbers of ``slug`` at ``profile`` behind the zoo's classifier: for the
+    classifier and the model ``slug`` trains (or uses), ``"<recipe hash>-<code hash>"``. Equal identities: the
+    same weights."""
+    models = {CLASSIFIER, entry(slug).uses or slug}
+    return {s: f"{r.recipe_hash()}-{r.code_hash()}" for s in sorted(models)
+            if (r := recipe(s, profile)) is not None}
+
+
 def model(slug: str, profile: str) -> tuple[nn.Module, dict[str, Any]]:
     """The trained module of ``slug`` at ``profile`` and its history, through :func:`purify_lib.recipes.build`
     (shipped weights, else the cache, else training now; a warning says why shipped weights were not used)."""
@@ -221,19 +234,25 @@ def load(slug: str, profile: str, classifier: nn.Module | None = None) -> Defens
     or ``classifier`` when given, unless the model is a classifier itself). ``trained_now`` lists the cache
     entries this call computed."""
     before = len(cache.computed())
-    if classifier is None:
+    zoo_classifier = classifier is None
+    if zoo_classifier:
         classifier, _ = model(CLASSIFIER, profile)
     module, history = model(slug, profile)
     d = _make(entry(slug), module, history, classifier, profile)
     d.trained_now = cache.computed()[before:]
+    if zoo_classifier:
+        d.identity = identity(slug, profile)
     return d
 
 
 def load_all(profile: str, only: Sequence[str] | None = None) -> dict[str, Defense]:
     """Every defense of the zoo at ``profile`` (or the slugs in ``only``), by slug, behind one classifier."""
     classifier, _ = model(CLASSIFIER, profile)
-    return {slug: load(slug, profile, classifier)
-            for slug in progress(only or slugs(profile), desc="zoo", leave=False)}
+    defenses = {slug: load(slug, profile, classifier)
+                for slug in progress(only or slugs(profile), desc="zoo", leave=False)}
+    for slug, d in defenses.items():
+        d.identity = identity(slug, profile)  # behind the zoo's classifier
+    return defenses
 
 
 def ship(slug: str, profile: str, commit: str | None = None,
