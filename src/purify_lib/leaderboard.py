@@ -24,7 +24,6 @@ accuracy, so detectors get a table of their own (:func:`detector_table`), never 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import inspect
 import json
 import time
@@ -336,10 +335,6 @@ STORED_CODE = (adaptive, attacks, evaluate, gandef_analysis, zoo, aegan, defense
 """The modules whose source a stored defense's rows depend on besides this one (:func:`evaluate_all`)."""
 
 
-def _digest(obj: object) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _stored(store: Path, d: Defense, key: Mapping[str, object]) -> pd.DataFrame | None:
     """``d``'s rows kept in ``store`` by a run with the same ``key``, else ``None``."""
     rows, kept = store / f"{d.slug}.csv", store / f"{d.slug}.json"
@@ -367,13 +362,13 @@ def evaluate_all(defenses: Mapping[str, Defense], x: Tensor, y: Tensor, budgets:
     defense (:attr:`Defense.identity`) and the evaluation code's source). A defense whose kept rows depend on
     exactly what this call has is read back, not attacked again, so a run of hours that stops resumes with
     the next defense. A defense with no identity (not loaded from the zoo) is never kept."""
-    images = hashlib.sha256(x.cpu().numpy().tobytes() + y.cpu().numpy().tobytes()).hexdigest()[:16]
     source = [inspect.getsource(m) for m in (inspect.getmodule(evaluate_all), *STORED_CODE)]
-    settings = dict(images=images, n=len(x), budgets=[dataclasses.asdict(b) for b in budgets],
-                    headline=dataclasses.asdict(headline), full=full,
+    settings = dict(images=cache.fingerprint(x, y), n=len(x),
+                    budgets=[dataclasses.asdict(b) for b in budgets], headline=dataclasses.asdict(headline),
+                    full=full,
                     autoattack_budgets=[dataclasses.asdict(b) for b in autoattack_budgets],
                     autoattack_n=autoattack_n, autoattack_attacks=list(autoattack_attacks or []),
-                    converge=converge, seed=seed, code=_digest(source))
+                    converge=converge, seed=seed, code=cache.key_hash({"source": source}))
     shared: dict[int, dict[Budget, Tensor]] = {}
     frames = []
     for d in progress(defenses.values(), desc="leaderboard"):
